@@ -1,0 +1,61 @@
+/**
+ * Finding runsc and choosing its platform for this host.
+ */
+import { execFile } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { promisify } from 'node:util';
+
+const execFileP = promisify(execFile);
+
+/** gVisor platforms, best first. */
+export type RunscPlatform = 'kvm' | 'systrap' | 'ptrace';
+
+/** Where runsc is: env `VULCAN_RUNSC`, else the first `runsc` on a standard PATH. */
+export function findRunsc(env: NodeJS.ProcessEnv = process.env): string | null {
+  if (env.VULCAN_RUNSC) return fs.existsSync(env.VULCAN_RUNSC) ? env.VULCAN_RUNSC : null;
+  for (const d of ['/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin', '/sbin', '/bin']) {
+    const p = path.join(d, 'runsc');
+    if (fs.existsSync(p)) return p;
+  }
+  return null;
+}
+
+/** True when /dev/kvm exists and this process can open it read-write. */
+export function kvmUsable(): boolean {
+  try {
+    const fd = fs.openSync('/dev/kvm', 'r+');
+    fs.closeSync(fd);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** The platforms this runsc names in its `-platform` flag help. */
+export async function supportedPlatforms(runsc: string): Promise<RunscPlatform[]> {
+  const { stdout, stderr } = await execFileP(runsc, ['flags'], { timeout: 10_000 }).catch((err: { stdout?: string; stderr?: string }) => ({ stdout: err.stdout ?? '', stderr: err.stderr ?? '' }));
+  const text = `${stdout}\n${stderr}`;
+  const m = /-platform string\s*\n\s*specifies which platform to use: ([^\n]*)/.exec(text);
+  const line = m?.[1] ?? 'ptrace';
+  return (['kvm', 'systrap', 'ptrace'] as const).filter((p) => line.includes(p));
+}
+
+/**
+ * Chooses the platform: kvm where /dev/kvm works and runsc has it, systrap where this
+ * runsc has it, ptrace otherwise. Env `VULCAN_GVISOR_PLATFORM` forces one.
+ */
+export async function choosePlatform(runsc: string, env: NodeJS.ProcessEnv = process.env): Promise<{ platform: RunscPlatform; why: string }> {
+  const forced = env.VULCAN_GVISOR_PLATFORM;
+  if (forced === 'kvm' || forced === 'systrap' || forced === 'ptrace') return { platform: forced, why: 'VULCAN_GVISOR_PLATFORM' };
+  const have = await supportedPlatforms(runsc);
+  if (have.includes('kvm') && kvmUsable()) return { platform: 'kvm', why: '/dev/kvm is usable' };
+  if (have.includes('systrap')) return { platform: 'systrap', why: `no usable /dev/kvm; this runsc has systrap` };
+  return { platform: 'ptrace', why: `no usable /dev/kvm and this runsc has no systrap (it offers ${have.join(', ') || 'ptrace'})` };
+}
+
+/** `runsc --version`'s first line. */
+export async function runscVersion(runsc: string): Promise<string> {
+  const { stdout } = await execFileP(runsc, ['--version'], { timeout: 10_000 });
+  return stdout.split('\n')[0]?.trim() ?? 'unknown';
+}

@@ -1,0 +1,387 @@
+/**
+ * The JavaScript that runs first in every fresh context, before any user code. It is source
+ * text evaluated inside the isolate, never in Node: it sees only the isolate's own built-ins
+ * and the two plain functions the host hands it (`hostOut`, `hostTimer`), whose arguments are
+ * copied out by structured clone.
+ *
+ * It evaluates to a factory `(hostOut, hostTimer, wasmPages) => dispatch`. `dispatch(op, …)`
+ * is the one entry point the host calls:
+ * - `dispatch('module', namespace, inputJson, outputBytes)` calls the module's default export;
+ * - `dispatch('script', wrapper, inputJson, outputBytes)` runs a CommonJS-style wrapper and calls
+ *   `module.exports` (or its `default`);
+ * - `dispatch('wasm', bytes, inputJson, outputBytes)` instantiates a Wasm module and calls its
+ *   exported `main` with `input.args`;
+ * - `dispatch('fire', timerId)` runs a due timer.
+ *
+ * A call resolves to a plain object of strings (`{ ok, json }` or `{ ok: false, kind, name,
+ * message, stack, wasmFull }`), which the host checks as untrusted data.
+ *
+ * What it changes in the context:
+ * - `console` writes to the workload's stdout/stderr, stopping past the output cap;
+ * - `setTimeout`/`setInterval`/`clear*`/`queueMicrotask`, backed by host timers;
+ * - `fetch` exists and always rejects (there is no network);
+ * - `SharedArrayBuffer` and `Atomics` are removed;
+ * - `WebAssembly.Module`/`Instance`/`Memory`/`compile`/`instantiate` are wrapped so that every
+ *   Wasm memory gets a maximum and all of a run's memories together stay within `mem_mb`:
+ *   V8 allocates Wasm memory outside the heap, where isolated-vm's limit does not see it.
+ */
+export const BOOTSTRAP_SOURCE = String.raw`(function vulcanBootstrap(hostOut, hostTimer, wasmPages) {
+'use strict';
+const g = globalThis;
+const ObjectDefine = Object.defineProperty;
+const ObjectKeys = Object.keys;
+const ObjectGetProto = Object.getPrototypeOf;
+const ObjectGetOwnDesc = Object.getOwnPropertyDescriptor;
+const ReflectApply = Reflect.apply;
+const ReflectConstruct = Reflect.construct;
+const JSONStringify = JSON.stringify;
+const JSONParse = JSON.parse;
+const StringCtor = String;
+const ArrayIsArray = Array.isArray;
+const MathMin = Math.min;
+const NumberIsSafeInteger = Number.isSafeInteger;
+const PromiseCtor = Promise;
+const PromiseResolve = Promise.resolve.bind(Promise);
+const ErrorCtor = Error;
+const TypeErrorCtor = TypeError;
+const RangeErrorCtor = RangeError;
+const MapCtor = Map;
+const Uint8ArrayCtor = Uint8Array;
+const ArrayBufferCtor = ArrayBuffer;
+const ArrayBufferIsView = ArrayBuffer.isView;
+
+// --- globals that must not exist -------------------------------------------------------
+delete g.SharedArrayBuffer;
+delete g.Atomics;
+
+// --- console ------------------------------------------------------------------------------
+let outputCap = 1048576;
+const sent = [0, 0, 0];
+function emit(fd, text) {
+  if (sent[fd] > outputCap) return;
+  sent[fd] += text.length;
+  hostOut(fd, text);
+}
+function describe(value, depth, seen) {
+  const type = typeof value;
+  if (type === 'string') return depth === 0 ? value : JSONStringify(value);
+  if (type === 'function') return '[Function: ' + (value.name || 'anonymous') + ']';
+  if (type === 'bigint') return StringCtor(value) + 'n';
+  if (type === 'symbol' || type !== 'object' || value === null) return StringCtor(value);
+  if (value instanceof ErrorCtor) return StringCtor(value.stack || value);
+  if (seen.indexOf(value) !== -1) return '[Circular]';
+  if (depth > 4) return ArrayIsArray(value) ? '[Array]' : '[Object]';
+  seen.push(value);
+  let text;
+  if (ArrayIsArray(value)) {
+    const parts = [];
+    for (let i = 0; i < value.length && i < 100; i++) parts.push(describe(value[i], depth + 1, seen));
+    if (value.length > 100) parts.push('... ' + (value.length - 100) + ' more items');
+    text = '[ ' + parts.join(', ') + ' ]';
+  } else if (value instanceof MapCtor) {
+    const parts = [];
+    value.forEach((v, k) => parts.push(describe(k, depth + 1, seen) + ' => ' + describe(v, depth + 1, seen)));
+    text = 'Map(' + value.size + ') { ' + parts.join(', ') + ' }';
+  } else {
+    const parts = [];
+    const keys = ObjectKeys(value);
+    for (let i = 0; i < keys.length && i < 100; i++) parts.push(keys[i] + ': ' + describe(value[keys[i]], depth + 1, seen));
+    text = parts.length === 0 ? '{}' : '{ ' + parts.join(', ') + ' }';
+  }
+  seen.pop();
+  return text;
+}
+function format(args) {
+  const parts = [];
+  for (let i = 0; i < args.length; i++) {
+    try { parts.push(describe(args[i], 0, [])); } catch (e) { parts.push('[unprintable]'); }
+  }
+  return parts.join(' ') + '\n';
+}
+const consoleObject = {};
+for (const [name, fd] of [['log', 1], ['info', 1], ['debug', 1], ['trace', 2], ['warn', 2], ['error', 2]]) {
+  consoleObject[name] = function (...args) { emit(fd, format(args)); };
+}
+consoleObject.dir = function (value) { emit(1, format([value])); };
+consoleObject.table = consoleObject.log;
+consoleObject.assert = function (cond, ...args) { if (!cond) emit(2, 'Assertion failed' + (args.length ? ': ' + format(args) : '\n')); };
+consoleObject.time = consoleObject.timeEnd = consoleObject.timeLog = consoleObject.count = consoleObject.group = consoleObject.groupEnd = function () {};
+ObjectDefine(g, 'console', { value: consoleObject, writable: true, configurable: true, enumerable: false });
+
+// --- timers -------------------------------------------------------------------------------
+const timers = new MapCtor();
+let nextTimer = 1;
+const MAX_TIMERS = 10000;
+function addTimer(fn, ms, args, repeat) {
+  if (typeof fn !== 'function') throw new TypeErrorCtor('The "callback" argument must be of type function');
+  if (timers.size >= MAX_TIMERS) throw new RangeErrorCtor('too many pending timers (' + MAX_TIMERS + ')');
+  let delay = +ms;
+  if (!(delay >= 1 && delay <= 2147483647)) delay = 1;
+  const id = nextTimer++;
+  timers.set(id, { fn, args, delay, repeat });
+  hostTimer(id, delay);
+  return id;
+}
+function clearTimer(id) { timers.delete(+id); }
+const timerApi = {
+  setTimeout(fn, ms, ...args) { return addTimer(fn, ms, args, false); },
+  setInterval(fn, ms, ...args) { return addTimer(fn, ms, args, true); },
+  clearTimeout: clearTimer,
+  clearInterval: clearTimer,
+  queueMicrotask(fn) {
+    if (typeof fn !== 'function') throw new TypeErrorCtor('The "callback" argument must be of type function');
+    PromiseResolve().then(() => fn());
+  },
+};
+for (const name of ObjectKeys(timerApi)) ObjectDefine(g, name, { value: timerApi[name], writable: true, configurable: true, enumerable: false });
+
+// --- fetch: there is no network -----------------------------------------------------------
+ObjectDefine(g, 'fetch', {
+  value: function fetch() { return PromiseCtor.reject(new TypeErrorCtor('fetch failed: the isolate backend has no network access')); },
+  writable: true, configurable: true, enumerable: false,
+});
+
+// --- WebAssembly memory accounting --------------------------------------------------------
+const W = g.WebAssembly;
+const OModule = W.Module;
+const OInstance = W.Instance;
+const OMemory = W.Memory;
+const OCompileError = W.CompileError;
+const memoryBufferGet = ObjectGetOwnDesc(OMemory.prototype, 'buffer').get;
+const byteLengthGet = ObjectGetOwnDesc(ArrayBufferCtor.prototype, 'byteLength').get;
+const modulePages = new WeakMap();
+const tracked = [];
+let pagesLeft = wasmPages;
+function overCap(pages) {
+  return new RangeErrorCtor('WebAssembly memory of ' + pages + ' pages (64 KiB each) is over what mem_mb leaves for this run (' + pagesLeft + ' pages); raise resources.mem_mb');
+}
+function charge(pages) {
+  if (pages > pagesLeft) throw overCap(pages);
+  pagesLeft -= pages;
+}
+function copyBytes(source) {
+  if (source instanceof ArrayBufferCtor) return new Uint8ArrayCtor(source.slice(0));
+  if (ArrayBufferIsView(source)) {
+    const view = new Uint8ArrayCtor(source.buffer, source.byteOffset, source.byteLength);
+    return view.slice();
+  }
+  throw new TypeErrorCtor('WebAssembly.Module(): Argument 0 must be a buffer source');
+}
+function readU32(b, p) {
+  let result = 0;
+  let scale = 1;
+  for (let i = 0; i < 5; i++) {
+    const byte = b[p.i++];
+    if (byte === undefined) throw new OCompileError('WebAssembly.Module(): section is truncated');
+    result += (byte & 0x7f) * scale;
+    if ((byte & 0x80) === 0) return result;
+    scale *= 128;
+  }
+  throw new OCompileError('WebAssembly.Module(): invalid LEB128 number');
+}
+function writeU32(out, value) {
+  let v = value;
+  do {
+    let byte = v % 128;
+    v = (v - byte) / 128;
+    if (v > 0) byte |= 0x80;
+    out.push(byte);
+  } while (v > 0);
+}
+// Gives every memory the module defines a maximum of at most wasmPages, rewriting the memory
+// section; returns the new bytes and the pages its memories may reach in total.
+function clampModule(bytes) {
+  if (bytes.length < 8 || bytes[0] !== 0 || bytes[1] !== 0x61 || bytes[2] !== 0x73 || bytes[3] !== 0x6d) return { bytes, pages: 0 };
+  const parts = [bytes.subarray(0, 8)];
+  let total = 8;
+  let pages = 0;
+  const p = { i: 8 };
+  while (p.i < bytes.length) {
+    const start = p.i;
+    const id = bytes[p.i++];
+    const size = readU32(bytes, p);
+    const end = p.i + size;
+    if (end > bytes.length) return { bytes, pages: 0 }; // V8 reports the malformed module
+    if (id === 5) {
+      const q = { i: p.i };
+      const count = readU32(bytes, q);
+      const body = [];
+      writeU32(body, count);
+      for (let k = 0; k < count; k++) {
+        const flags = bytes[q.i++];
+        if (flags !== 0 && flags !== 1) throw new OCompileError('WebAssembly.Module(): shared and 64-bit memories are not available in the isolate backend');
+        const min = readU32(bytes, q);
+        const max = MathMin(flags === 1 ? readU32(bytes, q) : wasmPages, wasmPages);
+        if (min > max) throw new RangeErrorCtor('WebAssembly memory of ' + min + ' initial pages (64 KiB each) is over mem_mb (' + wasmPages + ' pages); raise resources.mem_mb');
+        body.push(1);
+        writeU32(body, min);
+        writeU32(body, max);
+        pages += max;
+      }
+      if (q.i !== end) throw new OCompileError('WebAssembly.Module(): malformed memory section');
+      const head = [5];
+      writeU32(head, body.length);
+      const section = new Uint8ArrayCtor(head.length + body.length);
+      section.set(head, 0);
+      section.set(body, head.length);
+      parts.push(section);
+      total += section.length;
+    } else {
+      parts.push(bytes.subarray(start, end));
+      total += end - start;
+    }
+    p.i = end;
+  }
+  const out = new Uint8ArrayCtor(total);
+  let offset = 0;
+  for (const part of parts) { out.set(part, offset); offset += part.length; }
+  return { bytes: out, pages };
+}
+function Module(source) {
+  if (new.target === undefined) throw new TypeErrorCtor("WebAssembly.Module must be invoked with 'new'");
+  const clamped = clampModule(copyBytes(source));
+  const module = ReflectConstruct(OModule, [clamped.bytes], new.target);
+  modulePages.set(module, clamped.pages);
+  return module;
+}
+function track(instance, pages) {
+  const exportsObject = instance.exports;
+  for (const key of ObjectKeys(exportsObject)) {
+    const value = exportsObject[key];
+    if (value instanceof OMemory) tracked.push({ memory: value, maxBytes: pages * 65536 });
+  }
+}
+function Instance(module, imports) {
+  if (new.target === undefined) throw new TypeErrorCtor("WebAssembly.Instance must be invoked with 'new'");
+  const pages = modulePages.get(module);
+  if (pages === undefined) throw new TypeErrorCtor('WebAssembly.Instance(): Argument 0 must be a WebAssembly.Module');
+  charge(pages);
+  const instance = ReflectConstruct(OInstance, [module, imports], new.target);
+  track(instance, pages);
+  return instance;
+}
+function Memory(descriptor) {
+  if (new.target === undefined) throw new TypeErrorCtor("WebAssembly.Memory must be invoked with 'new'");
+  if (descriptor === null || typeof descriptor !== 'object') throw new TypeErrorCtor('WebAssembly.Memory(): Argument 0 must be a memory descriptor');
+  if (descriptor.shared) throw new TypeErrorCtor('WebAssembly.Memory(): shared memories are not available in the isolate backend');
+  const initial = descriptor.initial !== undefined ? descriptor.initial : descriptor.minimum;
+  const maximum = descriptor.maximum === undefined ? wasmPages : MathMin(+descriptor.maximum, wasmPages);
+  if (+initial > maximum) throw overCap(+initial);
+  charge(maximum);
+  const memory = ReflectConstruct(OMemory, [{ initial, maximum }], new.target);
+  tracked.push({ memory, maxBytes: maximum * 65536 });
+  return memory;
+}
+for (const [wrapper, original] of [[Module, OModule], [Instance, OInstance], [Memory, OMemory]]) {
+  wrapper.prototype = original.prototype;
+  ObjectDefine(original.prototype, 'constructor', { value: wrapper, writable: true, configurable: true, enumerable: false });
+}
+Module.exports = OModule.exports;
+Module.imports = OModule.imports;
+Module.customSections = OModule.customSections;
+ObjectDefine(W, 'Module', { value: Module, writable: true, configurable: true, enumerable: false });
+ObjectDefine(W, 'Instance', { value: Instance, writable: true, configurable: true, enumerable: false });
+ObjectDefine(W, 'Memory', { value: Memory, writable: true, configurable: true, enumerable: false });
+ObjectDefine(W, 'compile', { value: function compile(source) { return PromiseResolve().then(() => new Module(source)); }, writable: true, configurable: true, enumerable: false });
+ObjectDefine(W, 'instantiate', {
+  value: function instantiate(source, imports) {
+    return PromiseResolve().then(() => {
+      if (source instanceof OModule) return new Instance(source, imports);
+      const module = new Module(source);
+      return { module, instance: new Instance(module, imports) };
+    });
+  },
+  writable: true, configurable: true, enumerable: false,
+});
+delete W.compileStreaming;
+delete W.instantiateStreaming;
+function wasmFull() {
+  for (const entry of tracked) {
+    try {
+      if (ReflectApply(byteLengthGet, ReflectApply(memoryBufferGet, entry.memory, []), []) >= entry.maxBytes) return true;
+    } catch (e) { /* a detached buffer: not full */ }
+  }
+  return false;
+}
+
+// --- calling the user's code --------------------------------------------------------------
+let failRun = null;
+function settle(value) {
+  if (value === undefined) return { ok: true };
+  let json;
+  try {
+    json = JSONStringify(value, (key, v) => (typeof v === 'bigint' ? (NumberIsSafeInteger(Number(v)) ? Number(v) : StringCtor(v)) : v));
+  } catch (e) {
+    return { ok: false, kind: 'output_invalid', name: 'TypeError', message: 'the return value cannot be turned into JSON: ' + safeString(e && e.message), stack: '' };
+  }
+  return json === undefined ? { ok: true } : { ok: true, json };
+}
+function safeString(value) {
+  try { return StringCtor(value); } catch (e) { return '[unprintable]'; }
+}
+function failure(error) {
+  let name = 'Error';
+  let message = '';
+  let stack = '';
+  try {
+    if (error !== null && (typeof error === 'object' || typeof error === 'function')) {
+      name = safeString(error.name);
+      message = safeString(error.message);
+      stack = typeof error.stack === 'string' ? error.stack : '';
+    } else {
+      name = 'Uncaught';
+      message = safeString(error);
+    }
+  } catch (e) { message = '[unprintable error]'; }
+  return { ok: false, kind: 'exception', name, message, stack, wasmFull: wasmFull() };
+}
+function runUser(fn) {
+  return new PromiseCtor((resolve) => {
+    failRun = (error) => resolve(failure(error));
+    PromiseResolve()
+      .then(fn)
+      .then((value) => resolve(settle(value)), (error) => resolve(failure(error)));
+  });
+}
+function callable(exported, what) {
+  if (typeof exported === 'function') return exported;
+  throw new TypeErrorCtor(what + ' is not a function: export a function (export default function (input) { … })');
+}
+function parseInput(inputJson) {
+  return JSONParse(inputJson);
+}
+function toNumberArgs(input) {
+  const args = input !== null && typeof input === 'object' && ArrayIsArray(input.args) ? input.args : [];
+  return args.map((a) => (typeof a === 'number' ? a : Number(a)));
+}
+return function dispatch(op, target, inputJson, outputBytes) {
+  if (op === 'fire') {
+    const timer = timers.get(target);
+    if (timer === undefined) return;
+    if (timer.repeat) hostTimer(target, timer.delay); else timers.delete(target);
+    try { ReflectApply(timer.fn, g, timer.args); } catch (error) { if (failRun !== null) failRun(error); }
+    return;
+  }
+  outputCap = outputBytes;
+  if (op === 'module') return runUser(() => callable(target.default, 'the default export')(parseInput(inputJson)));
+  if (op === 'script') {
+    return runUser(() => {
+      const module = { exports: {} };
+      ReflectApply(target, module.exports, [module.exports, module]);
+      let exported = module.exports;
+      if (typeof exported !== 'function' && exported !== null && typeof exported === 'object' && typeof exported.default === 'function') exported = exported.default;
+      return callable(exported, 'module.exports')(parseInput(inputJson));
+    });
+  }
+  if (op === 'wasm') {
+    return runUser(() => {
+      const module = new Module(target);
+      const instance = new Instance(module, {});
+      const main = instance.exports.main;
+      if (typeof main !== 'function') throw new TypeErrorCtor('the WebAssembly module exports no function "main"');
+      return main(...toNumberArgs(parseInput(inputJson)));
+    });
+  }
+  throw new TypeErrorCtor('unknown operation ' + op);
+};
+})`;

@@ -1,0 +1,478 @@
+/**
+ * The isolate host: a child process of the API server that runs user code in V8 isolates
+ * (isolated-vm). It must be started with `node --no-node-snapshot` (isolated-vm 5 cannot run
+ * in a process booted from Node's startup snapshot). It reads `ToHost` frames on stdin and
+ * writes `FromHost` frames on stdout (see ../protocol.ts); it never prints anything else there.
+ *
+ * Each run gets a context no other run has touched. Isolates are kept warm two ways, both
+ * safe for "nothing survives between runs":
+ * - fresh isolates (per memory limit) that have run nothing yet, each with a context already
+ *   bootstrapped, for new code;
+ * - isolates that finished a run of the same code (same hash, same memory limit) cleanly:
+ *   they run it again in a new context, so no global of the earlier run is visible.
+ * An isolate that timed out, hit a limit, or was cancelled is disposed, never reused.
+ */
+import ivm from 'isolated-vm';
+import { BOOTSTRAP_SOURCE } from './bootstrap.js';
+import { createFrameDecoder, encodeFrame, type FromHost, type HostJob, type HostResult, type ToHost } from '../protocol.js';
+import type { WorkloadErrorCode } from '../../../core/errors.js';
+
+/** Fresh isolates kept ready per memory limit. */
+const FRESH_PER_MEM = 2;
+/** Memory limits (MiB) that keep fresh isolates; the least recently used drops out. */
+const FRESH_MEM_KEYS = 3;
+/** Idle isolates kept per code hash and memory limit. */
+const IDLE_PER_KEY = 4;
+/** Idle isolates kept in all. */
+const IDLE_TOTAL = 32;
+/** An isolate is not reused after this many runs… */
+const MAX_RUNS_PER_ISOLATE = 500;
+/** …or when a finished run left its heap above this share of the limit. */
+const REUSE_HEAP_SHARE = 0.5;
+/** Compiled-code cache entries (by code hash). */
+const CODE_CACHE_ENTRIES = 256;
+/** Largest JSON output a run may return. */
+const MAX_OUTPUT_JSON_BYTES = 16 * 1024 * 1024;
+/** Memory limits to warm before any job asks: the isolate default and the core default. */
+const PREWARM_MEM_MB = [128, 256];
+
+type Dispatch = ivm.Reference<(...args: unknown[]) => unknown>;
+
+/** Where a context's console and timers send, set while a job owns the context. */
+interface Sink {
+  job: Job | null;
+}
+
+interface Prepared {
+  readonly context: ivm.Context;
+  readonly dispatch: Dispatch;
+  readonly sink: Sink;
+}
+
+interface Slot {
+  readonly isolate: ivm.Isolate;
+  readonly memMB: number;
+  runs: number;
+  spare: Promise<Prepared> | null;
+  /** Compiled CommonJS wrappers by code hash (unbound scripts run in any context of this isolate). */
+  readonly scripts: Map<string, ivm.Script>;
+  bootstrap: ivm.Script | null;
+}
+
+interface Job {
+  readonly id: number;
+  readonly spec: HostJob;
+  readonly startedAt: number;
+  slot: Slot | null;
+  prepared: Prepared | null;
+  timers: Map<number, NodeJS.Timeout>;
+  deadline: NodeJS.Timeout | null;
+  abortCode: 'timeout' | 'killed' | null;
+  userStartedAt: number;
+  finished: boolean;
+}
+
+const fresh = new Map<number, Slot[]>();
+const idle = new Map<string, Slot[]>();
+let idleCount = 0;
+const codeCache = new Map<string, ivm.ExternalCopy<ArrayBuffer>>();
+const jobs = new Map<number, Job>();
+
+function send(message: FromHost): void {
+  process.stdout.write(encodeFrame(message));
+}
+
+function log(level: 'warn' | 'error', msg: string): void {
+  send({ t: 'log', level, msg });
+}
+
+// --- isolates and contexts ---------------------------------------------------------------
+
+function newSlot(memMB: number): Slot {
+  const isolate = new ivm.Isolate({
+    memoryLimit: memMB,
+    onCatastrophicError: (message) => {
+      // V8 is in an undefined state: the whole host must go; the server restarts it and fails
+      // only this host's in-flight workloads.
+      log('error', `isolated-vm catastrophic error: ${message}`);
+      process.exit(70);
+    },
+  });
+  return { isolate, memMB, runs: 0, spare: null, scripts: new Map(), bootstrap: null };
+}
+
+async function prepareContext(slot: Slot): Promise<Prepared> {
+  const { isolate } = slot;
+  slot.bootstrap ??= await isolate.compileScript(BOOTSTRAP_SOURCE, { filename: 'vulcan:bootstrap' });
+  const script = slot.bootstrap;
+  const context = await isolate.createContext();
+  const sink: Sink = { job: null };
+  const hostOut = new ivm.Callback(
+    (fd: unknown, data: unknown) => {
+      const job = sink.job;
+      if (job === null || job.finished || (fd !== 1 && fd !== 2) || typeof data !== 'string') return;
+      send({ t: 'out', id: job.id, fd, data });
+    },
+    { ignored: true },
+  );
+  const hostTimer = new ivm.Callback(
+    (timerId: unknown, delayMs: unknown) => {
+      const job = sink.job;
+      if (job === null || job.finished || typeof timerId !== 'number' || typeof delayMs !== 'number') return;
+      armTimer(job, timerId, delayMs);
+    },
+    { ignored: true },
+  );
+  const factory = (await script.run(context, { reference: true })) as ivm.Reference<(...args: unknown[]) => unknown>;
+  const dispatch = (await factory.apply(undefined, [hostOut, hostTimer, slot.memMB * 16], { result: { reference: true } })) as Dispatch;
+  factory.release();
+  return { context, dispatch, sink };
+}
+
+function armTimer(job: Job, timerId: number, delayMs: number): void {
+  const old = job.timers.get(timerId);
+  if (old !== undefined) clearTimeout(old);
+  const handle = setTimeout(() => {
+    job.timers.delete(timerId);
+    const prepared = job.prepared;
+    if (job.finished || prepared === null) return;
+    prepared.dispatch
+      .apply(undefined, ['fire', timerId], { timeout: remainingMs(job) })
+      .catch((error: unknown) => {
+        // A timer that blew a limit: the main call sees the same isolate state; end the job here
+        // in case the main call is only awaiting a promise.
+        if (!job.finished) void finishWithError(job, error);
+      });
+  }, Math.min(delayMs, 2_147_483_647));
+  job.timers.set(timerId, handle);
+}
+
+function remainingMs(job: Job): number {
+  return Math.max(1, Math.ceil(job.spec.timeoutMs - (performance.now() - job.startedAt)));
+}
+
+function takeFresh(memMB: number): Slot {
+  const list = fresh.get(memMB);
+  const slot = list?.pop();
+  // Keep this limit among the warmed ones (most recent last).
+  if (list !== undefined) {
+    fresh.delete(memMB);
+    fresh.set(memMB, list);
+  } else {
+    fresh.set(memMB, []);
+  }
+  scheduleRefill();
+  return slot ?? newSlot(memMB);
+}
+
+let refillScheduled = false;
+function scheduleRefill(): void {
+  if (refillScheduled) return;
+  refillScheduled = true;
+  setTimeout(refill, 5).unref();
+}
+
+function refill(): void {
+  refillScheduled = false;
+  while (fresh.size > FRESH_MEM_KEYS) {
+    const oldest = fresh.keys().next().value as number;
+    for (const slot of fresh.get(oldest) ?? []) disposeSlot(slot);
+    fresh.delete(oldest);
+  }
+  // One isolate per pass, so a burst of jobs is not held up behind a burst of refills.
+  for (const [memMB, list] of fresh) {
+    if (list.length < FRESH_PER_MEM) {
+      const slot = newSlot(memMB);
+      slot.spare = prepareContext(slot);
+      slot.spare.catch(() => disposeSlot(slot));
+      list.push(slot);
+      scheduleRefill();
+      return;
+    }
+  }
+}
+
+function idleKey(spec: HostJob): string {
+  return `${spec.codeHash}:${spec.memMB}`;
+}
+
+function takeIdle(spec: HostJob): Slot | undefined {
+  const key = idleKey(spec);
+  const list = idle.get(key);
+  const slot = list?.pop();
+  if (slot !== undefined) idleCount--;
+  if (list !== undefined && list.length === 0) idle.delete(key);
+  return slot;
+}
+
+function putIdle(spec: HostJob, slot: Slot): void {
+  const key = idleKey(spec);
+  const list = idle.get(key) ?? [];
+  if (list.length >= IDLE_PER_KEY) {
+    disposeSlot(slot);
+    return;
+  }
+  idle.delete(key);
+  idle.set(key, list);
+  list.push(slot);
+  idleCount++;
+  slot.spare = prepareContext(slot);
+  slot.spare.catch(() => undefined);
+  while (idleCount > IDLE_TOTAL) {
+    const oldestKey = idle.keys().next().value as string;
+    const oldest = idle.get(oldestKey) ?? [];
+    const victim = oldest.shift();
+    if (oldest.length === 0) idle.delete(oldestKey);
+    if (victim === undefined) break;
+    idleCount--;
+    disposeSlot(victim);
+  }
+}
+
+function disposeSlot(slot: Slot): void {
+  if (!slot.isolate.isDisposed) slot.isolate.dispose();
+  slot.scripts.clear();
+  slot.bootstrap = null;
+}
+
+function releaseContext(prepared: Prepared): void {
+  prepared.sink.job = null;
+  prepared.dispatch.release();
+  prepared.context.release();
+}
+
+// --- running jobs ------------------------------------------------------------------------
+
+function cachedData(hash: string): ivm.ExternalCopy<ArrayBuffer> | undefined {
+  const entry = codeCache.get(hash);
+  if (entry !== undefined) {
+    codeCache.delete(hash);
+    codeCache.set(hash, entry);
+  }
+  return entry;
+}
+
+function remember(hash: string, data: ivm.ExternalCopy<ArrayBuffer> | undefined): void {
+  if (data === undefined) return;
+  codeCache.set(hash, data);
+  while (codeCache.size > CODE_CACHE_ENTRIES) {
+    const oldest = codeCache.keys().next().value as string;
+    codeCache.get(oldest)?.release();
+    codeCache.delete(oldest);
+  }
+}
+
+async function compileScript(slot: Slot, spec: HostJob): Promise<ivm.Script> {
+  const known = slot.scripts.get(spec.codeHash);
+  if (known !== undefined) return known;
+  // The wrapper keeps the code's line numbers: it adds nothing before the first line.
+  const wrapped = `(function (exports, module) {${spec.source ?? ''}\n})`;
+  const cached = cachedData(spec.codeHash);
+  const script = await slot.isolate.compileScript(wrapped, {
+    filename: spec.filename,
+    ...(cached === undefined ? { produceCachedData: true } : { cachedData: cached }),
+  });
+  if (cached === undefined) remember(spec.codeHash, script.cachedData);
+  slot.scripts.set(spec.codeHash, script);
+  return script;
+}
+
+async function callUser(job: Job, slot: Slot, prepared: Prepared): Promise<unknown> {
+  const { spec } = job;
+  const resultOptions = { result: { promise: true as const, copy: true as const } };
+  if (spec.format === 'wasm') {
+    const bytes = new ivm.ExternalCopy(spec.wasm ?? new Uint8Array(0)).copyInto({ release: true });
+    job.userStartedAt = performance.now();
+    return prepared.dispatch.apply(undefined, ['wasm', bytes, spec.inputJson, spec.outputBytes], { ...resultOptions, timeout: remainingMs(job) });
+  }
+  if (spec.format === 'script') {
+    const script = await compileScript(slot, spec);
+    const wrapper = (await script.run(prepared.context, { reference: true, timeout: remainingMs(job) })) as ivm.Reference<unknown>;
+    job.userStartedAt = performance.now();
+    try {
+      return await prepared.dispatch.apply(undefined, ['script', wrapper.derefInto(), spec.inputJson, spec.outputBytes], { ...resultOptions, timeout: remainingMs(job) });
+    } finally {
+      wrapper.release();
+    }
+  }
+  const cached = cachedData(spec.codeHash);
+  const module = await slot.isolate.compileModule(spec.source ?? '', {
+    filename: spec.filename,
+    ...(cached === undefined ? { produceCachedData: true } : { cachedData: cached }),
+  });
+  if (cached === undefined) remember(spec.codeHash, module.cachedData);
+  try {
+    module.instantiateSync(prepared.context, (specifier) => {
+      throw new Error(`Cannot import "${specifier}": the isolate backend has no modules; bundle the code into one file or use a process backend (isolation "namespace")`);
+    });
+    job.userStartedAt = performance.now();
+    await module.evaluate({ timeout: remainingMs(job) });
+    return await prepared.dispatch.apply(undefined, ['module', module.namespace.derefInto(), spec.inputJson, spec.outputBytes], {
+      ...resultOptions,
+      timeout: remainingMs(job),
+    });
+  } finally {
+    module.release();
+  }
+}
+
+function timings(job: Job): { startMs: number; execMs: number } {
+  const now = performance.now();
+  const userStart = job.userStartedAt || now;
+  return { startMs: userStart - job.startedAt, execMs: now - userStart };
+}
+
+function classify(job: Job, error: unknown): { code: WorkloadErrorCode; message: string; stack?: string } {
+  const message = error instanceof Error ? error.message : String(error);
+  const stack = error instanceof Error && typeof error.stack === 'string' ? error.stack : undefined;
+  if (job.abortCode !== null) return { code: job.abortCode, message: job.abortCode === 'timeout' ? `timed out after ${job.spec.timeoutMs} ms` : 'killed' };
+  if (/due to memory limit/.test(message)) return { code: 'memory_limit', message: `the isolate went over mem_mb (${job.spec.memMB} MiB); raise resources.mem_mb` };
+  if (/Script execution timed out/.test(message)) return { code: 'timeout', message: `timed out after ${job.spec.timeoutMs} ms` };
+  if (/Isolate was disposed|Promise was abandoned/.test(message)) return { code: 'sandbox_crashed', message: `the isolate died: ${message}` };
+  if (isMemoryMessage(message)) return { code: 'memory_limit', message: `${message} (mem_mb is ${job.spec.memMB} MiB; raise resources.mem_mb)`, ...(stack === undefined ? {} : { stack }) };
+  return { code: 'exception', message, ...(stack === undefined ? {} : { stack }) };
+}
+
+function isMemoryMessage(message: string): boolean {
+  return /Array buffer allocation failed|Maximum memory size exceeded|is over what mem_mb leaves|is over mem_mb|Out of memory/i.test(message);
+}
+
+/** Turns the isolate's answer (untrusted: the user's code shaped the context it came from) into a result. */
+function fromAnswer(job: Job, answer: unknown): HostResult {
+  const t = timings(job);
+  const reused = (job.slot?.runs ?? 0) > 0;
+  if (answer === null || typeof answer !== 'object') return { ok: false, code: 'backend_error', message: 'the isolate gave no answer', ...t, reused };
+  const a = answer as Record<string, unknown>;
+  if (a.ok === true) {
+    if (a.json === undefined) return { ok: true, ...t, reused };
+    if (typeof a.json !== 'string') return { ok: false, code: 'output_invalid', message: 'the return value cannot be turned into JSON', ...t, reused };
+    if (a.json.length > MAX_OUTPUT_JSON_BYTES) {
+      return { ok: false, code: 'output_invalid', message: `the return value is over ${MAX_OUTPUT_JSON_BYTES} bytes of JSON`, ...t, reused };
+    }
+    return { ok: true, outputJson: a.json, ...t, reused };
+  }
+  const name = typeof a.name === 'string' ? a.name : 'Error';
+  const message = typeof a.message === 'string' ? a.message : '';
+  const stack = typeof a.stack === 'string' && a.stack !== '' ? a.stack : `${name}: ${message}`;
+  if (a.kind === 'output_invalid') return { ok: false, code: 'output_invalid', message, ...t, reused };
+  if (a.wasmFull === true || isMemoryMessage(message)) {
+    return { ok: false, code: 'memory_limit', message: `${name}: ${message} (mem_mb is ${job.spec.memMB} MiB; raise resources.mem_mb)`, stack, ...t, reused };
+  }
+  return { ok: false, code: 'exception', message: `${name}: ${message}`, stack, ...t, reused };
+}
+
+function finish(job: Job, result: HostResult, reusable: boolean): void {
+  if (job.finished) return;
+  job.finished = true;
+  jobs.delete(job.id);
+  if (job.deadline !== null) clearTimeout(job.deadline);
+  for (const handle of job.timers.values()) clearTimeout(handle);
+  job.timers.clear();
+  const { slot, prepared } = job;
+  if (prepared !== null) {
+    try {
+      releaseContext(prepared);
+    } catch {
+      reusable = false;
+    }
+  }
+  send({ t: 'done', id: job.id, result });
+  if (slot === null) return;
+  slot.runs++;
+  if (reusable && !slot.isolate.isDisposed && slot.runs < MAX_RUNS_PER_ISOLATE) {
+    try {
+      const heap = slot.isolate.getHeapStatisticsSync();
+      if (heap.used_heap_size + heap.externally_allocated_size < REUSE_HEAP_SHARE * slot.memMB * 1024 * 1024) {
+        putIdle(job.spec, slot);
+        return;
+      }
+    } catch {
+      // fall through: dispose
+    }
+  }
+  disposeSlot(slot);
+}
+
+async function finishWithError(job: Job, error: unknown): Promise<void> {
+  const { code, message, stack } = classify(job, error);
+  if (job.slot !== null) disposeSlot(job.slot);
+  finish(job, { ok: false, code, message, ...(stack === undefined ? {} : { stack }), ...timings(job), reused: (job.slot?.runs ?? 0) > 0 }, false);
+  return Promise.resolve();
+}
+
+async function runJob(id: number, spec: HostJob): Promise<void> {
+  const job: Job = {
+    id,
+    spec,
+    startedAt: performance.now(),
+    slot: null,
+    prepared: null,
+    timers: new Map(),
+    deadline: null,
+    abortCode: null,
+    userStartedAt: 0,
+    finished: false,
+  };
+  jobs.set(id, job);
+  // The host's own deadline, independent of the server's: disposing the isolate stops any
+  // code (a loop, a promise that never settles) at once.
+  job.deadline = setTimeout(() => abort(job, 'timeout'), spec.timeoutMs);
+  try {
+    const slot = takeIdle(spec) ?? takeFresh(spec.memMB);
+    job.slot = slot;
+    const spare = slot.spare;
+    slot.spare = null;
+    const prepared = spare !== null ? await spare : await prepareContext(slot);
+    if (job.finished) {
+      releaseContext(prepared);
+      return;
+    }
+    job.prepared = prepared;
+    prepared.sink.job = job;
+    const answer = await callUser(job, slot, prepared);
+    const result = fromAnswer(job, answer);
+    // A run whose code threw is as clean as one that returned: its context goes away either way.
+    const reusable = result.ok || result.code === 'exception' || result.code === 'output_invalid';
+    finish(job, result, reusable);
+  } catch (error) {
+    if (!job.finished) await finishWithError(job, error);
+  }
+}
+
+function abort(job: Job, code: 'timeout' | 'killed'): void {
+  if (job.finished || job.abortCode !== null) return;
+  job.abortCode = code;
+  // Disposing rejects whatever the job awaits in this isolate; runJob then reports `code`.
+  if (job.slot !== null) disposeSlot(job.slot);
+  else void finishWithError(job, new Error(code));
+}
+
+// --- the channel -------------------------------------------------------------------------
+
+function onMessage(message: ToHost): void {
+  if (message.t === 'run') {
+    void runJob(message.id, message.job);
+  } else if (message.t === 'cancel') {
+    const job = jobs.get(message.id);
+    if (job !== undefined) abort(job, message.code);
+  }
+}
+
+function main(): void {
+  const decode = createFrameDecoder<ToHost>(onMessage);
+  process.stdin.on('data', (chunk: Buffer) => {
+    try {
+      decode(chunk);
+    } catch (error) {
+      log('error', `bad frame from the server: ${String(error)}`);
+      process.exit(65);
+    }
+  });
+  // The server went away: nothing is left to serve.
+  process.stdin.on('end', () => process.exit(0));
+  for (const memMB of PREWARM_MEM_MB) fresh.set(memMB, []);
+  refill();
+  send({ t: 'ready', pid: process.pid });
+}
+
+main();

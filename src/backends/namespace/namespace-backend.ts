@@ -1,0 +1,221 @@
+/**
+ * The namespace backend: each workload in a fresh bubblewrap sandbox (Linux namespaces)
+ * inside its own cgroup (memory, pids, cpu), running on the host's read-only /usr.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import type { Acceptance, Availability, Backend, BackendCapabilities, RunIO, RunOutcome, RunSpec } from '../../core/backend.js';
+import { WorkloadAbort } from '../../core/backend.js';
+import type { BackendContext } from '../../core/context.js';
+import type { WorkloadError, WorkloadErrorCode } from '../../core/errors.js';
+import type { JsonValue, Runtime } from '../../core/types.js';
+import { BWRAP_PATH, cgexecPathFor, spawnBwrap, type BwrapFile } from '../../host/bwrap.js';
+import { cgroupSupport, createCgroup, reapStaleCgroups, type Cgroup } from '../../host/cgroups.js';
+import { readResultChannel, type RunnerMessage } from './result-channel.js';
+
+const RUNTIMES = ['python', 'node', 'sh'] as const satisfies readonly Runtime[];
+type NamespaceRuntime = (typeof RUNTIMES)[number];
+
+/** How often the pids limit is checked while a workload runs. */
+const PIDS_POLL_MS = 50;
+/** The largest result line a runner may send (the code's return value as JSON). */
+export const RESULT_MAX_BYTES = 4 * 1024 * 1024;
+/** cgroup names of this backend start with this, so reconciliation finds only ours. */
+const CGROUP_PREFIX = 'ns-';
+
+const RUNNER_FILES = { python: 'runner.py', node: 'runner.mjs', sh: 'run-sh.sh' } as const;
+const INLINE_ENTRY = { python: '/work/main.py', node: '/work/main.js', sh: '/work/main.sh' } as const;
+
+/** The argv that runs `entry` with the runtime's runner inside the sandbox. */
+function runnerArgv(runtime: NamespaceRuntime, entry: string): string[] {
+  switch (runtime) {
+    case 'python':
+      return ['/usr/bin/python3', '-I', '-X', 'utf8', '/vulcan/runner.py', entry];
+    case 'node':
+      return ['/usr/bin/node', '--experimental-detect-module', '--disable-warning=ExperimentalWarning', '/vulcan/runner.mjs', entry];
+    case 'sh':
+      return ['/bin/sh', '/vulcan/run-sh.sh', entry];
+  }
+}
+
+function isNamespaceRuntime(r: Runtime): r is NamespaceRuntime {
+  return (RUNTIMES as readonly Runtime[]).includes(r);
+}
+
+export class NamespaceBackend implements Backend {
+  readonly name = 'namespace';
+  readonly isolation = 'Linux namespaces (user, pid, net, ipc, uts, mount, cgroup) + cgroups, via bubblewrap';
+  readonly runtimes: readonly Runtime[] = RUNTIMES;
+  readonly capabilities: BackendCapabilities = { sandboxes: false, pause: false, images: false, warmStart: false, network: false };
+
+  private readonly cgexecPath: string;
+  private readonly runners: Readonly<Record<NamespaceRuntime | 'unpack', string>>;
+
+  constructor(private readonly ctx: BackendContext) {
+    this.cgexecPath = cgexecPathFor(ctx.config.installDir);
+    const dir = path.join(ctx.config.installDir, 'src', 'backends', 'namespace', 'runners');
+    this.runners = {
+      python: fs.readFileSync(path.join(dir, RUNNER_FILES.python), 'utf8'),
+      node: fs.readFileSync(path.join(dir, RUNNER_FILES.node), 'utf8'),
+      sh: fs.readFileSync(path.join(dir, RUNNER_FILES.sh), 'utf8'),
+      unpack: fs.readFileSync(path.join(dir, 'unpack.sh'), 'utf8'),
+    };
+  }
+
+  async probe(): Promise<Availability> {
+    if (!fs.existsSync(BWRAP_PATH)) return { available: false, reason: `bubblewrap is not installed (${BWRAP_PATH} missing): apt-get install bubblewrap` };
+    if (!fs.existsSync(this.cgexecPath)) return { available: false, reason: `${this.cgexecPath} is missing: run scripts/build-native.sh (setup does)` };
+    const cg = cgroupSupport();
+    if (!cg.ok) return { available: false, reason: cg.reason };
+    // Start one real sandbox: proves user namespaces and the helper work on this host.
+    const child = spawnBwrap({ argv: ['/bin/true'], env: {}, diskMB: 1, cgexecPath: this.cgexecPath, stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr?.on('data', (c: Buffer) => (stderr += c.toString()));
+    const code = await new Promise<number | null>((resolve) => {
+      child.on('error', () => resolve(-1));
+      child.on('close', (c) => resolve(c));
+    });
+    if (code !== 0) return { available: false, reason: `a test sandbox failed to start (exit ${code}): ${stderr.trim() || 'no message'}` };
+    return { available: true, info: { cgroup: cg.version } };
+  }
+
+  accepts(spec: RunSpec): Acceptance {
+    if (!isNamespaceRuntime(spec.runtime)) return { ok: false, reason: `namespace runs ${RUNTIMES.join(', ')}, not ${spec.runtime}` };
+    if (spec.image !== undefined) return { ok: false, reason: 'namespace runs on the host /usr and takes no image' };
+    return { ok: true, reason: `${spec.runtime} runs as a process in a namespace sandbox` };
+  }
+
+  async reconcile(): Promise<void> {
+    const reaped = await reapStaleCgroups(CGROUP_PREFIX);
+    if (reaped.length > 0) this.ctx.log.warn({ cgroups: reaped }, 'removed cgroups left by an earlier server');
+  }
+
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  async run(spec: RunSpec, io: RunIO, signal: AbortSignal): Promise<RunOutcome> {
+    if (!isNamespaceRuntime(spec.runtime)) throw new Error(`namespace cannot run ${spec.runtime}`);
+    const runtime = spec.runtime;
+    const t0 = performance.now();
+    const { limits } = spec;
+    const cgroup = await createCgroup(`${CGROUP_PREFIX}${spec.id}`, {
+      memBytes: limits.memMB * 1024 * 1024,
+      pidsMax: limits.pidsMax,
+      cpus: limits.cpus,
+    });
+    try {
+      return await this.runInCgroup(spec, runtime, cgroup, io, signal, t0);
+    } finally {
+      await cgroup.destroy();
+    }
+  }
+
+  private async runInCgroup(spec: RunSpec, runtime: NamespaceRuntime, cgroup: Cgroup, io: RunIO, signal: AbortSignal, t0: number): Promise<RunOutcome> {
+    const files: BwrapFile[] = [
+      { dest: `/vulcan/${RUNNER_FILES[runtime]}`, data: this.runners[runtime] },
+      { dest: '/vulcan/input.json', data: spec.inputJson },
+    ];
+    let argv: string[];
+    const code = spec.code;
+    if (code === undefined) throw new Error('namespace needs code');
+    if (code.kind === 'inline') {
+      files.push({ dest: INLINE_ENTRY[runtime], data: code.source, writable: true, mode: 0o644 });
+      argv = runnerArgv(runtime, INLINE_ENTRY[runtime]);
+    } else {
+      files.push({ dest: '/vulcan/code.tar.gz', data: code.tarGz }, { dest: '/vulcan/unpack.sh', data: this.runners.unpack });
+      argv = ['/bin/sh', '/vulcan/unpack.sh', ...runnerArgv(runtime, path.posix.join('/work', code.entrypoint))];
+    }
+
+    const child = spawnBwrap({
+      argv,
+      env: spec.env,
+      diskMB: spec.limits.diskMB,
+      files,
+      cgroup,
+      resultFd: true,
+      cgexecPath: this.cgexecPath,
+    });
+
+    let readyAt: number | undefined;
+    let result: RunnerMessage | undefined;
+    let channelError: WorkloadError | undefined;
+    let pidsHit = false;
+    let abortKind: WorkloadAbort['kind'] | undefined;
+
+    const kill = () => {
+      cgroup.killAll().catch((err: unknown) => this.ctx.log.error({ err, id: spec.id }, 'cannot kill cgroup'));
+      child.kill('SIGKILL');
+    };
+    const onAbort = () => {
+      abortKind = signal.reason instanceof WorkloadAbort ? signal.reason.kind : 'killed';
+      kill();
+    };
+    if (signal.aborted) onAbort();
+    else signal.addEventListener('abort', onAbort, { once: true });
+
+    const pidsTimer = setInterval(() => {
+      if (!pidsHit && cgroup.stats().pidsMaxHits > 0) {
+        pidsHit = true;
+        kill();
+      }
+    }, PIDS_POLL_MS);
+
+    child.stdout?.on('data', (c: Buffer) => io.stdout(c));
+    child.stderr?.on('data', (c: Buffer) => io.stderr(c));
+    child.stdin?.on('error', () => undefined);
+    child.stdin?.end(runtime === 'sh' ? spec.inputJson : undefined);
+    const channel = child.stdio[3];
+    const channelDone =
+      channel instanceof Readable
+        ? readResultChannel(channel, RESULT_MAX_BYTES, (msg) => {
+            if (msg.t === 'ready') readyAt ??= performance.now();
+            else result ??= msg;
+          }).catch((err: unknown) => {
+            channelError = { code: 'output_invalid', message: (err as Error).message };
+            kill();
+          })
+        : Promise.resolve();
+
+    const exit = await new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve, reject) => {
+      child.on('error', reject);
+      child.on('close', (c, s) => resolve({ code: c, signal: s }));
+    }).finally(() => {
+      clearInterval(pidsTimer);
+      signal.removeEventListener('abort', onAbort);
+    });
+    await channelDone;
+    const end = performance.now();
+    const stats = cgroup.stats();
+    const startMs = (readyAt ?? end) - t0;
+    const execMs = readyAt === undefined ? 0 : end - readyAt;
+
+    const error = ((): WorkloadError | null => {
+      if (abortKind === 'timeout') return { code: 'timeout', message: `timed out after ${spec.limits.timeoutMs / 1000}s (resources.timeout_s)` };
+      if (abortKind) return { code: 'killed', message: 'killed on request' };
+      if (stats.oomKills > 0) return { code: 'memory_limit', message: `went over the memory limit of ${spec.limits.memMB} MiB (resources.mem_mb)` };
+      if (pidsHit || stats.pidsMaxHits > 0) return { code: 'pids_limit', message: `hit the limit of ${spec.limits.pidsMax} processes` };
+      if (channelError) return channelError;
+      if (result?.t === 'error') return { code: result.code as WorkloadErrorCode, message: result.message };
+      if (exit.code !== 0) {
+        if (readyAt === undefined && exit.code !== null && exit.code >= 120) {
+          throw new Error(`the sandbox failed to start (exit ${exit.code})`);
+        }
+        return {
+          code: 'nonzero_exit',
+          message: exit.code === null ? `killed by ${exit.signal ?? 'a signal'}` : `exited with code ${exit.code}`,
+        };
+      }
+      return null;
+    })();
+
+    return {
+      exitCode: exit.code,
+      output: result?.t === 'result' ? (result.output as JsonValue) : undefined,
+      error,
+      startMs,
+      execMs,
+    };
+  }
+}

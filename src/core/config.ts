@@ -1,0 +1,69 @@
+/**
+ * Server configuration: defaults ← environment ← flags, validated once into a readonly
+ * `Config` that is passed down. Nothing else reads `process.env` for settings.
+ */
+import os from 'node:os';
+import path from 'node:path';
+import { DEFAULT_LIMITS, type Limits } from './limits.js';
+
+export interface Config {
+  /** Address to listen on. Env `VULCAN_HOST`, flag `--host`. Default 127.0.0.1. */
+  readonly host: string;
+  /** Port to listen on. Env `VULCAN_PORT`, flag `--port`. Default 7423. */
+  readonly port: number;
+  /** Where the SQLite file, images and scratch space live. Env `VULCAN_DATA_DIR`, flag `--data-dir`. Default `/var/lib/vulcan`. */
+  readonly dataDir: string;
+  /** This node's name in records. Env `VULCAN_NODE_NAME`. Default the hostname. */
+  readonly nodeName: string;
+  /** Defaults for limits a request leaves out. */
+  readonly defaults: Limits;
+  /** Most workloads running at once on this node; more wait as `pending`. Env `VULCAN_MAX_CONCURRENT`. Default 4 × cores. */
+  readonly maxConcurrent: number;
+  /** Log level (pino). Env `VULCAN_LOG_LEVEL`. Default `info`. */
+  readonly logLevel: string;
+  /** Directory of the project's built files (runners, native helpers). Not user-set. */
+  readonly installDir: string;
+}
+
+/** Options from flags; each overrides its environment variable. */
+export interface ConfigOverrides {
+  host?: string;
+  port?: number;
+  dataDir?: string;
+  nodeName?: string;
+  maxConcurrent?: number;
+  logLevel?: string;
+}
+
+/** The project's root: two levels above this file, in `src/core` or `dist/src/core`. */
+export function findInstallDir(): string {
+  const here = path.dirname(new URL(import.meta.url).pathname);
+  // dist/src/core → project root; src/core → project root.
+  const up = here.includes(`${path.sep}dist${path.sep}`) ? '../../..' : '../..';
+  return path.resolve(here, up);
+}
+
+function intFromEnv(name: string, env: NodeJS.ProcessEnv): number | undefined {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return undefined;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n <= 0) throw new Error(`${name} must be a positive integer; got ${JSON.stringify(raw)}`);
+  return n;
+}
+
+/** Builds the validated config. Throws with the variable or flag to fix. */
+export function loadConfig(overrides: ConfigOverrides = {}, env: NodeJS.ProcessEnv = process.env): Config {
+  const port = overrides.port ?? intFromEnv('VULCAN_PORT', env) ?? 7423;
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`--port (VULCAN_PORT) must be 0..65535; got ${port}`);
+  const maxConcurrent = overrides.maxConcurrent ?? intFromEnv('VULCAN_MAX_CONCURRENT', env) ?? 4 * os.availableParallelism();
+  return Object.freeze({
+    host: overrides.host ?? env.VULCAN_HOST ?? '127.0.0.1',
+    port,
+    dataDir: path.resolve(overrides.dataDir ?? env.VULCAN_DATA_DIR ?? '/var/lib/vulcan'),
+    nodeName: overrides.nodeName ?? env.VULCAN_NODE_NAME ?? os.hostname(),
+    defaults: DEFAULT_LIMITS,
+    maxConcurrent,
+    logLevel: overrides.logLevel ?? env.VULCAN_LOG_LEVEL ?? 'info',
+    installDir: findInstallDir(),
+  });
+}

@@ -1,0 +1,160 @@
+/**
+ * Starting a process inside a bubblewrap sandbox: the namespace backend's wall, and the
+ * second wall around the isolate host.
+ *
+ * The sandbox gets new user, pid, net, ipc, uts, mount and cgroup namespaces (no network
+ * at all), a new session (against TIOCSTI), dies with its parent, keeps no capabilities and
+ * runs with no_new_privs (bwrap sets it). It sees the host's /usr (and the /bin, /lib*
+ * links into it) read-only, a generated /etc with passwd, group and hosts, a private /proc
+ * and /dev, and size-capped tmpfs at /tmp and /work. On the host the sandbox runs as
+ * uid/gid 65534 (nobody), joined to its cgroup before bwrap starts (native/vulcan-cgexec.c).
+ */
+import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Cgroup } from './cgroups.js';
+
+/** The host uid/gid a sandbox runs as. */
+export const SANDBOX_HOST_ID = 65534;
+/** The uid/gid the code sees inside. */
+export const SANDBOX_INNER_ID = 1000;
+/** The fd (inside and out) of the result channel, when asked for. */
+export const RESULT_FD = 3;
+
+export const BWRAP_PATH = '/usr/bin/bwrap';
+
+export interface BwrapFile {
+  /** Absolute path inside the sandbox. */
+  readonly dest: string;
+  readonly data: Buffer | string;
+  /** Writable copy (in a tmpfs) rather than a read-only bind. Default false. */
+  readonly writable?: boolean;
+  /** Octal mode, e.g. 0o755. Default 0o644 (0o755 for writable executables is up to you). */
+  readonly mode?: number;
+}
+
+export interface BwrapOptions {
+  /** The argv run inside the sandbox; argv[0] is resolved inside. */
+  readonly argv: readonly string[];
+  /** The code's environment. PATH, HOME and LANG are added unless given. Nothing else of the server's leaks in. */
+  readonly env: Readonly<Record<string, string>>;
+  /** Working directory inside. Default /work. */
+  readonly cwd?: string;
+  /** Size cap of /tmp and of /work, in MiB. */
+  readonly diskMB: number;
+  /** Read-only binds of host paths (must be readable by uid 65534). */
+  readonly roBinds?: readonly { readonly src: string; readonly dest: string }[];
+  /** Files created inside from bytes. */
+  readonly files?: readonly BwrapFile[];
+  /** The cgroup every process of the sandbox is born in. */
+  readonly cgroup?: Cgroup;
+  /** Open a result channel on fd 3 (readable by the caller as `stdio[3]`). Default false. */
+  readonly resultFd?: boolean;
+  /** Host path of native/vulcan-cgexec (built into build/). */
+  readonly cgexecPath: string;
+  /** stdio of the sandbox's fds 0–2. Default all 'pipe'. */
+  readonly stdio?: readonly ['pipe' | 'ignore', 'pipe' | 'ignore', 'pipe' | 'ignore'];
+}
+
+const ETC_PASSWD = `root:x:0:0:root:/root:/bin/sh\nsandbox:x:${SANDBOX_INNER_ID}:${SANDBOX_INNER_ID}:sandbox:/work:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n`;
+const ETC_GROUP = `root:x:0:\nsandbox:x:${SANDBOX_INNER_ID}:\nnogroup:x:65534:\n`;
+const ETC_HOSTS = '127.0.0.1 localhost\n::1 localhost\n';
+
+let rootLinks: { name: string; target: string | null }[] | undefined;
+
+/** The host's top-level /bin, /lib… entries: links into /usr on merged-/usr systems, directories otherwise. */
+function hostRootEntries(): { name: string; target: string | null }[] {
+  if (rootLinks) return rootLinks;
+  rootLinks = [];
+  for (const name of ['bin', 'sbin', 'lib', 'lib32', 'lib64', 'libx32']) {
+    try {
+      const st = fs.lstatSync(`/${name}`);
+      if (st.isSymbolicLink()) rootLinks.push({ name, target: fs.readlinkSync(`/${name}`) });
+      else if (st.isDirectory()) rootLinks.push({ name, target: null });
+    } catch {
+      // absent on this host
+    }
+  }
+  return rootLinks;
+}
+
+/** The bwrap arguments and the data to feed its fds, for `opts`. Exposed for tests and the benchmark floor. */
+export function buildBwrapArgs(opts: BwrapOptions, firstDataFd: number): { args: string[]; data: (Buffer | string)[] } {
+  const diskBytes = String(opts.diskMB * 1024 * 1024);
+  const args = [
+    '--unshare-all',
+    '--unshare-user',
+    '--die-with-parent',
+    '--new-session',
+    '--cap-drop',
+    'ALL',
+    '--uid',
+    String(SANDBOX_INNER_ID),
+    '--gid',
+    String(SANDBOX_INNER_ID),
+    '--hostname',
+    'vulcan',
+    '--ro-bind',
+    '/usr',
+    '/usr',
+  ];
+  for (const e of hostRootEntries()) {
+    if (e.target === null) args.push('--ro-bind', `/${e.name}`, `/${e.name}`);
+    else args.push('--symlink', e.target, `/${e.name}`);
+  }
+  args.push('--proc', '/proc', '--dev', '/dev');
+  args.push('--perms', '1777', '--size', diskBytes, '--tmpfs', '/tmp');
+  args.push('--perms', '0755', '--size', diskBytes, '--tmpfs', '/work');
+  for (const b of opts.roBinds ?? []) args.push('--ro-bind', b.src, b.dest);
+  const data: (Buffer | string)[] = [];
+  let fd = firstDataFd;
+  const files: BwrapFile[] = [
+    { dest: '/etc/passwd', data: ETC_PASSWD },
+    { dest: '/etc/group', data: ETC_GROUP },
+    { dest: '/etc/hosts', data: ETC_HOSTS },
+    ...(opts.files ?? []),
+  ];
+  for (const f of files) {
+    args.push('--perms', (f.mode ?? 0o644).toString(8).padStart(4, '0'), f.writable ? '--file' : '--ro-bind-data', String(fd++), f.dest);
+    data.push(f.data);
+  }
+  const env: Record<string, string> = { PATH: '/usr/local/bin:/usr/bin:/bin', HOME: '/work', LANG: 'C.UTF-8', ...opts.env };
+  args.push('--clearenv');
+  for (const [k, v] of Object.entries(env)) args.push('--setenv', k, v);
+  args.push('--chdir', opts.cwd ?? '/work', '--', ...opts.argv);
+  return { args, data };
+}
+
+/**
+ * Starts `opts.argv` in a fresh sandbox. The caller owns the child: it must wait for it to
+ * exit and destroy the cgroup. `stdio[3]` is the result channel when `resultFd` is set.
+ */
+export function spawnBwrap(opts: BwrapOptions): ChildProcess {
+  const firstDataFd = opts.resultFd ? RESULT_FD + 1 : RESULT_FD;
+  const { args, data } = buildBwrapArgs(opts, firstDataFd);
+  const cg: string[] = [];
+  for (const f of opts.cgroup?.procsFiles ?? []) cg.push('-j', f);
+  const stdio: StdioOptions = [...(opts.stdio ?? ['pipe', 'pipe', 'pipe'])];
+  if (opts.resultFd) stdio.push('pipe');
+  for (let i = 0; i < data.length; i++) stdio.push('pipe');
+  const child = spawn(opts.cgexecPath, ['-u', String(SANDBOX_HOST_ID), '-g', String(SANDBOX_HOST_ID), ...cg, '--', BWRAP_PATH, ...args], {
+    stdio,
+    cwd: '/',
+    env: {},
+    detached: false,
+  });
+  // Feed each data fd; bwrap reads them all before it runs the command.
+  data.forEach((d, i) => {
+    const s = child.stdio[firstDataFd + i];
+    if (s && 'end' in s) {
+      s.on('error', () => undefined);
+      s.end(d);
+    }
+  });
+  return child;
+}
+
+/** The path of a built native helper, e.g. `cgexecPathFor(installDir)`. */
+export function cgexecPathFor(installDir: string): string {
+  return path.join(installDir, 'build', 'vulcan-cgexec');
+}

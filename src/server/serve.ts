@@ -1,0 +1,79 @@
+/**
+ * Starts a Vulcan node: the store (with restart reconciliation), the backends (probed and
+ * reconciled), the workload manager and the HTTP API.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import type { Config } from '../core/config.js';
+import { EMPTY_IMAGE_STORE, type ImageStore } from '../core/images.js';
+import type { BackendName } from '../core/types.js';
+import { BackendSet } from '../scheduler/backend-set.js';
+import { WorkloadManager } from '../scheduler/workload-manager.js';
+import { openDatabase } from '../store/db.js';
+import { WorkloadStore } from '../store/workloads.js';
+import { buildApp } from './app.js';
+import { Metrics } from './metrics.js';
+
+export interface RunningServer {
+  readonly app: FastifyInstance;
+  /** Base URL, e.g. http://127.0.0.1:7423 (the real port when 0 was asked for). */
+  readonly url: string;
+  /** Stops accepting, kills what runs (recorded as failed/host_restarted), closes everything. Idempotent. */
+  close(): Promise<void>;
+}
+
+export interface StartOptions {
+  /** Backends to load; all by default. */
+  readonly backends?: readonly BackendName[];
+  /** The image store; none by default. */
+  readonly images?: ImageStore;
+}
+
+/** The project's version, from package.json. */
+export function readVersion(installDir: string): string {
+  try {
+    return (JSON.parse(fs.readFileSync(path.join(installDir, 'package.json'), 'utf8')) as { version: string }).version;
+  } catch {
+    return '0.0.0';
+  }
+}
+
+export async function startServer(config: Config, opts: StartOptions = {}): Promise<RunningServer> {
+  fs.mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
+  const db = openDatabase(config.dataDir);
+  const store = new WorkloadStore(db);
+  const metrics = new Metrics();
+  // The app's logger is made first so the backends log through it too.
+  let app: FastifyInstance | undefined;
+  const orphaned = store.failOrphans(Date.now());
+  const bootLog = {
+    debug: (o: object, m?: string) => app?.log.debug(o, m),
+    info: (o: object, m?: string) => app?.log.info(o, m),
+    warn: (o: object, m?: string) => app?.log.warn(o, m),
+    error: (o: object, m?: string) => app?.log.error(o, m),
+  };
+  const backends = await BackendSet.create({ config, log: bootLog, images: opts.images ?? EMPTY_IMAGE_STORE }, opts.backends);
+  metrics.setBackends(backends.describe());
+  const manager = new WorkloadManager({ store, nodeName: config.nodeName, maxConcurrent: config.maxConcurrent, log: bootLog, observer: metrics });
+  app = await buildApp({ config, store, manager, backends, metrics, version: readVersion(config.installDir) });
+  if (orphaned.length > 0) app.log.warn({ workloads: orphaned }, 'workloads of an earlier server process ended as failed (host_restarted)');
+  for (const b of backends.describe()) app.log.info({ backend: b.name, available: b.available, reason: b.reason }, 'backend');
+  await app.listen({ host: config.host, port: config.port });
+  const addr = app.server.address();
+  const port = typeof addr === 'object' && addr ? addr.port : config.port;
+  const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
+  let closing: Promise<void> | undefined;
+  const server = app;
+  return {
+    app: server,
+    url,
+    close: () =>
+      (closing ??= (async () => {
+        await manager.close();
+        await server.close();
+        await backends.close();
+        db.close();
+      })()),
+  };
+}

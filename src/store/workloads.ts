@@ -1,0 +1,252 @@
+/**
+ * The workloads repository: every accepted request becomes one row here and ends in
+ * exactly one terminal status. `finish` only moves a row that is not terminal yet, so a
+ * late second finisher (a kill racing a timeout) changes nothing.
+ */
+import type { WorkloadError, WorkloadErrorCode } from '../core/errors.js';
+import type { Isolation, JsonValue, Runtime, TerminalStatus, WorkloadStatus } from '../core/types.js';
+import type { Db } from './db.js';
+
+/** A log chunk's place in the interleaved stream: which stream and how many bytes. */
+export type LogIndexEntry = readonly ['stdout' | 'stderr', number];
+
+/** A workload as the API shows it. */
+export interface WorkloadRecord {
+  id: string;
+  status: WorkloadStatus;
+  mode: 'sync' | 'async';
+  isolation: Isolation;
+  isolation_used: string | null;
+  isolation_reason: string | null;
+  runtime: Runtime;
+  node: string;
+  output: JsonValue;
+  stdout: string;
+  stderr: string;
+  stdout_truncated: boolean;
+  stderr_truncated: boolean;
+  exit_code: number | null;
+  error: WorkloadError | null;
+  duration_ms: number | null;
+  timings: { start_ms: number | null; exec_ms: number | null };
+  resources: { cpus: number; mem_mb: number; timeout_s: number };
+  created_at: string;
+  started_at: string | null;
+  finished_at: string | null;
+}
+
+export interface NewWorkload {
+  id: string;
+  mode: 'sync' | 'async';
+  isolation: Isolation;
+  runtime: Runtime;
+  nodeId: string;
+  inputHash: string;
+  cpus: number;
+  memMB: number;
+  timeoutS: number;
+  createdAt: number;
+}
+
+export interface FinishedWorkload {
+  status: TerminalStatus;
+  output?: JsonValue;
+  stdout: Buffer;
+  stderr: Buffer;
+  stdoutTruncated: boolean;
+  stderrTruncated: boolean;
+  logIndex: readonly LogIndexEntry[];
+  exitCode: number | null;
+  error: WorkloadError | null;
+  durationMs: number;
+  startMs: number | null;
+  execMs: number | null;
+  finishedAt: number;
+}
+
+interface Row {
+  id: string;
+  status: WorkloadStatus;
+  mode: 'sync' | 'async';
+  isolation: Isolation;
+  isolation_used: string | null;
+  isolation_reason: string | null;
+  runtime: Runtime;
+  node_id: string;
+  output: string | null;
+  stdout: Buffer | null;
+  stderr: Buffer | null;
+  stdout_truncated: number;
+  stderr_truncated: number;
+  log_index: string | null;
+  exit_code: number | null;
+  error_code: string | null;
+  error_message: string | null;
+  cpu_limit: number;
+  mem_limit: number;
+  timeout_s: number;
+  duration_ms: number | null;
+  start_ms: number | null;
+  exec_ms: number | null;
+  created_at: number;
+  started_at: number | null;
+  finished_at: number | null;
+}
+
+const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
+const round = (ms: number | null) => (ms === null ? null : Math.round(ms * 100) / 100);
+
+function toRecord(r: Row): WorkloadRecord {
+  return {
+    id: r.id,
+    status: r.status,
+    mode: r.mode,
+    isolation: r.isolation,
+    isolation_used: r.isolation_used,
+    isolation_reason: r.isolation_reason,
+    runtime: r.runtime,
+    node: r.node_id,
+    output: r.output === null ? null : (JSON.parse(r.output) as JsonValue),
+    stdout: r.stdout?.toString('utf8') ?? '',
+    stderr: r.stderr?.toString('utf8') ?? '',
+    stdout_truncated: r.stdout_truncated === 1,
+    stderr_truncated: r.stderr_truncated === 1,
+    exit_code: r.exit_code,
+    error: r.error_code === null ? null : { code: r.error_code as WorkloadErrorCode, message: r.error_message ?? '' },
+    duration_ms: round(r.duration_ms),
+    timings: { start_ms: round(r.start_ms), exec_ms: round(r.exec_ms) },
+    resources: { cpus: r.cpu_limit, mem_mb: r.mem_limit, timeout_s: r.timeout_s },
+    created_at: new Date(r.created_at).toISOString(),
+    started_at: iso(r.started_at),
+    finished_at: iso(r.finished_at),
+  };
+}
+
+/** The stored output streams and their interleaving, for log replay. */
+export interface StoredLogs {
+  stdout: Buffer;
+  stderr: Buffer;
+  index: LogIndexEntry[];
+}
+
+export class WorkloadStore {
+  private readonly stmts;
+
+  constructor(private readonly db: Db) {
+    this.stmts = {
+      insert: db.prepare(
+        `INSERT INTO workloads (id, status, mode, isolation, runtime, node_id, input_hash, cpu_limit, mem_limit, timeout_s, created_at)
+         VALUES (@id, 'pending', @mode, @isolation, @runtime, @nodeId, @inputHash, @cpus, @memMB, @timeoutS, @createdAt)`,
+      ),
+      running: db.prepare(
+        `UPDATE workloads SET status = 'running', isolation_used = ?, isolation_reason = ?, started_at = ? WHERE id = ? AND status = 'pending'`,
+      ),
+      finish: db.prepare(
+        `UPDATE workloads SET status = @status, output = @output, stdout = @stdout, stderr = @stderr,
+           stdout_truncated = @stdoutTruncated, stderr_truncated = @stderrTruncated, log_index = @logIndex,
+           exit_code = @exitCode, error_code = @errorCode, error_message = @errorMessage,
+           duration_ms = @durationMs, start_ms = @startMs, exec_ms = @execMs, finished_at = @finishedAt,
+           isolation_used = COALESCE(isolation_used, @isolationUsed), isolation_reason = COALESCE(isolation_reason, @isolationReason)
+         WHERE id = @id AND status IN ('pending', 'running')`,
+      ),
+      get: db.prepare(`SELECT * FROM workloads WHERE id = ?`),
+      logs: db.prepare(`SELECT stdout, stderr, log_index FROM workloads WHERE id = ?`),
+      orphans: db.prepare(`SELECT id FROM workloads WHERE status IN ('pending', 'running')`),
+    };
+  }
+
+  insert(w: NewWorkload): void {
+    this.stmts.insert.run(w);
+  }
+
+  /** Marks a pending workload running on `backend`. */
+  markRunning(id: string, backend: string, reason: string, startedAt: number): void {
+    this.stmts.running.run(backend, reason, startedAt, id);
+  }
+
+  /**
+   * Moves a workload to its terminal status. Returns false (and changes nothing) when it
+   * already had one.
+   */
+  finish(id: string, f: FinishedWorkload, backend?: { name: string; reason: string }): boolean {
+    const res = this.stmts.finish.run({
+      id,
+      status: f.status,
+      output: f.output === undefined ? null : JSON.stringify(f.output),
+      stdout: f.stdout,
+      stderr: f.stderr,
+      stdoutTruncated: f.stdoutTruncated ? 1 : 0,
+      stderrTruncated: f.stderrTruncated ? 1 : 0,
+      logIndex: JSON.stringify(f.logIndex),
+      exitCode: f.exitCode,
+      errorCode: f.error?.code ?? null,
+      errorMessage: f.error?.message ?? null,
+      durationMs: f.durationMs,
+      startMs: f.startMs,
+      execMs: f.execMs,
+      finishedAt: f.finishedAt,
+      isolationUsed: backend?.name ?? null,
+      isolationReason: backend?.reason ?? null,
+    });
+    return res.changes === 1;
+  }
+
+  get(id: string): WorkloadRecord | null {
+    const row = this.stmts.get.get(id) as Row | undefined;
+    return row ? toRecord(row) : null;
+  }
+
+  logs(id: string): StoredLogs | null {
+    const row = this.stmts.logs.get(id) as Pick<Row, 'stdout' | 'stderr' | 'log_index'> | undefined;
+    if (!row) return null;
+    return {
+      stdout: row.stdout ?? Buffer.alloc(0),
+      stderr: row.stderr ?? Buffer.alloc(0),
+      index: row.log_index ? (JSON.parse(row.log_index) as LogIndexEntry[]) : [],
+    };
+  }
+
+  /** Newest first. `cursor` is the last id of the previous page. */
+  list(opts: { limit: number; cursor?: string; status?: WorkloadStatus }): { items: WorkloadRecord[]; next_cursor: string | null } {
+    const where: string[] = [];
+    const params: (string | number)[] = [];
+    if (opts.cursor) {
+      where.push('id < ?');
+      params.push(opts.cursor);
+    }
+    if (opts.status) {
+      where.push('status = ?');
+      params.push(opts.status);
+    }
+    const sql = `SELECT * FROM workloads ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id DESC LIMIT ?`;
+    const rows = this.db.prepare(sql).all(...params, opts.limit + 1) as Row[];
+    const more = rows.length > opts.limit;
+    const items = rows.slice(0, opts.limit).map(toRecord);
+    return { items, next_cursor: more ? (items.at(-1)?.id ?? null) : null };
+  }
+
+  /**
+   * At start-up: every workload still pending or running belonged to a server process that
+   * is gone, and its sandbox died with it. Each ends as `failed` with `host_restarted`.
+   */
+  failOrphans(now: number): string[] {
+    const ids = (this.stmts.orphans.all() as { id: string }[]).map((r) => r.id);
+    for (const id of ids) {
+      this.finish(id, {
+        status: 'failed',
+        stdout: Buffer.alloc(0),
+        stderr: Buffer.alloc(0),
+        stdoutTruncated: false,
+        stderrTruncated: false,
+        logIndex: [],
+        exitCode: null,
+        error: { code: 'host_restarted', message: 'the server restarted while this workload ran; its sandbox was stopped' },
+        durationMs: 0,
+        startMs: null,
+        execMs: null,
+        finishedAt: now,
+      });
+    }
+    return ids;
+  }
+}
