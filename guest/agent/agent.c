@@ -15,7 +15,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
-#include <linux/random.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -39,6 +38,14 @@
 #include <unistd.h>
 
 #include "protocol.h"
+
+/* musl ships no kernel headers: the two kernel ABI numbers used here, from linux/random.h and unistd_64.h. */
+#ifndef RNDADDENTROPY
+#define RNDADDENTROPY _IOW('R', 0x03, int[2])
+#endif
+#ifndef SYS_close_range
+#define SYS_close_range 436
+#endif
 
 #define ROOT "/root"
 #define RW "/rw"

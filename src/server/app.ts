@@ -4,7 +4,7 @@
  */
 import swagger from '@fastify/swagger';
 import { Ajv } from 'ajv';
-import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
+import Fastify, { LogController, type FastifyError, type FastifyInstance } from 'fastify';
 import type { Config } from '../core/config.js';
 import { VulcanError, type ApiErrorCode } from '../core/errors.js';
 import type { BackendSet } from '../scheduler/backend-set.js';
@@ -70,7 +70,7 @@ export async function buildApp(parts: AppParts): Promise<FastifyInstance> {
     logger: { level: parts.config.logLevel },
     bodyLimit: MAX_BODY_BYTES,
     // Requests are logged once, at the end, by the onResponse hook below.
-    disableRequestLogging: true,
+    logController: new LogController({ disableRequestLogging: true }),
     return503OnClosing: true,
     forceCloseConnections: true,
   });

@@ -35,8 +35,8 @@ export const Resources = Type.Object(
 
 export const WorkloadRequest = Type.Object(
   {
-    runtime: Type.Union(RUNTIMES.map((r) => Type.Literal(r)), { description: 'node | python | sh | js | ts | wasm | oci' }),
-    isolation: Type.Optional(Type.Union(ISOLATIONS.map((i) => Type.Literal(i)), { description: 'auto (default) or a backend name' })),
+    runtime: Type.Enum(RUNTIMES, { description: 'node | python | sh | js | ts | wasm | oci' }),
+    isolation: Type.Optional(Type.Enum(ISOLATIONS, { description: 'auto (default) or a backend name' })),
     code: Type.Optional(Type.String({ description: 'Inline source, at most 1 MiB. For wasm, a base64 module.' })),
     code_archive: Type.Optional(Type.String({ description: 'base64 of a tar.gz; `entrypoint` names the file to run' })),
     entrypoint: Type.Optional(Type.String({ minLength: 1, maxLength: 4096 })),
@@ -44,6 +44,7 @@ export const WorkloadRequest = Type.Object(
     env: Type.Optional(
       Type.Record(Type.String({ pattern: ENV_NAME_PATTERN }), Type.String({ maxLength: 65536 }), {
         description: 'Environment variables for the code; names match [A-Za-z_][A-Za-z0-9_]*',
+        additionalProperties: false,
       }),
     ),
     resources: Type.Optional(Resources),
@@ -57,7 +58,7 @@ export type WorkloadRequestBody = Static<typeof WorkloadRequest>;
 export const Workload = Type.Object(
   {
     id: Type.String(),
-    status: Type.Union(WORKLOAD_STATUSES.map((s) => Type.Literal(s))),
+    status: Type.Enum(WORKLOAD_STATUSES),
     mode: Type.Union([Type.Literal('sync'), Type.Literal('async')]),
     isolation: Type.String({ description: 'As requested' }),
     isolation_used: Type.Union([Type.String(), Type.Null()], { description: 'The backend that ran it' }),
@@ -95,7 +96,7 @@ export const ListQuery = Type.Object(
   {
     limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 500, default: 50 })),
     cursor: Type.Optional(Type.String({ maxLength: 64 })),
-    status: Type.Optional(Type.Union(WORKLOAD_STATUSES.map((s) => Type.Literal(s)))),
+    status: Type.Optional(Type.Enum(WORKLOAD_STATUSES)),
   },
   { additionalProperties: false },
 );

@@ -1,5 +1,5 @@
-// Placeholder until the gvisor backend lands: it reports itself unavailable and runs nothing.
-import { createUnimplementedBackend } from '../unimplemented.js';
 import type { BackendFactory } from '../registry.js';
+import { GvisorBackend } from './gvisor-backend.js';
 
-export const createBackend: BackendFactory = () => createUnimplementedBackend('gvisor');
+/** The gvisor backend: runsc on OCI bundles that Vulcan writes. */
+export const createBackend: BackendFactory = (ctx) => new GvisorBackend(ctx);

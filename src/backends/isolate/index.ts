@@ -1,5 +1,1 @@
-// Placeholder until the isolate backend lands: it reports itself unavailable and runs nothing.
-import { createUnimplementedBackend } from '../unimplemented.js';
-import type { BackendFactory } from '../registry.js';
-
-export const createBackend: BackendFactory = () => createUnimplementedBackend('isolate');
+export { createBackend } from './isolate-backend.js';

@@ -1,5 +1,5 @@
-// Placeholder until the microvm backend lands: it reports itself unavailable and runs nothing.
-import { createUnimplementedBackend } from '../unimplemented.js';
 import type { BackendFactory } from '../registry.js';
+import { MicrovmBackend } from './backend.js';
 
-export const createBackend: BackendFactory = () => createUnimplementedBackend('microvm');
+/** Creates the microvm backend with its default options (see `MicrovmOptions`). */
+export const createBackend: BackendFactory = (ctx) => new MicrovmBackend(ctx);

@@ -295,10 +295,12 @@ ObjectDefine(W, 'instantiate', {
 });
 delete W.compileStreaming;
 delete W.instantiateStreaming;
+// True when a memory of this run is (nearly) at its cap: code that grows in steps fails a step
+// before the exact maximum, and then usually traps.
 function wasmFull() {
   for (const entry of tracked) {
     try {
-      if (ReflectApply(byteLengthGet, ReflectApply(memoryBufferGet, entry.memory, []), []) >= entry.maxBytes) return true;
+      if (ReflectApply(byteLengthGet, ReflectApply(memoryBufferGet, entry.memory, []), []) >= 0.9 * entry.maxBytes) return true;
     } catch (e) { /* a detached buffer: not full */ }
   }
   return false;

@@ -272,7 +272,7 @@ async function compileScript(slot: Slot, spec: HostJob): Promise<ivm.Script> {
     filename: spec.filename,
     ...(cached === undefined ? { produceCachedData: true } : { cachedData: cached }),
   });
-  if (cached === undefined) remember(spec.codeHash, script.cachedData);
+  if (cached === undefined) remember(spec.codeHash, (script as ivm.Script & ivm.CachedDataResult).cachedData);
   slot.scripts.set(spec.codeHash, script);
   return script;
 }
@@ -300,7 +300,7 @@ async function callUser(job: Job, slot: Slot, prepared: Prepared): Promise<unkno
     filename: spec.filename,
     ...(cached === undefined ? { produceCachedData: true } : { cachedData: cached }),
   });
-  if (cached === undefined) remember(spec.codeHash, module.cachedData);
+  if (cached === undefined) remember(spec.codeHash, (module as ivm.Module & ivm.CachedDataResult).cachedData);
   try {
     module.instantiateSync(prepared.context, (specifier) => {
       throw new Error(`Cannot import "${specifier}": the isolate backend has no modules; bundle the code into one file or use a process backend (isolation "namespace")`);
@@ -323,7 +323,7 @@ function timings(job: Job): { startMs: number; execMs: number } {
 }
 
 function classify(job: Job, error: unknown): { code: WorkloadErrorCode; message: string; stack?: string } {
-  const message = error instanceof Error ? error.message : String(error);
+  const message = error instanceof Error ? (error.name === 'Error' ? error.message : `${error.name}: ${error.message}`) : String(error);
   const stack = error instanceof Error && typeof error.stack === 'string' ? error.stack : undefined;
   if (job.abortCode !== null) return { code: job.abortCode, message: job.abortCode === 'timeout' ? `timed out after ${job.spec.timeoutMs} ms` : 'killed' };
   if (/due to memory limit/.test(message)) return { code: 'memory_limit', message: `the isolate went over mem_mb (${job.spec.memMB} MiB); raise resources.mem_mb` };

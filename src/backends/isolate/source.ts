@@ -1,0 +1,273 @@
+/**
+ * What the isolate backend does to code before it runs: TypeScript to JavaScript (sucrase;
+ * types are stripped, never checked), base64 to Wasm bytes, and a parse (acorn) that finds the
+ * module format and what the code would need from Node. Runs in the API server, on text only:
+ * nothing here evaluates the code. Results are cached by the hash of the source.
+ */
+import { createHash } from 'node:crypto';
+import { builtinModules } from 'node:module';
+import { parse, type Node as AcornNode } from 'acorn';
+import sucrase from 'sucrase';
+import type { Runtime } from '../../core/types.js';
+
+/** How the host runs the code. */
+export type CodeFormat = 'module' | 'script' | 'wasm';
+
+/** Code ready for the host, or why it cannot be. */
+export type PreparedCode =
+  | {
+      readonly ok: true;
+      readonly format: CodeFormat;
+      readonly source?: string;
+      readonly wasm?: Uint8Array;
+      /** sha256 (hex) of what runs. */
+      readonly codeHash: string;
+    }
+  | { readonly ok: false; readonly message: string };
+
+/** What a JavaScript parse found. */
+export interface JsAnalysis {
+  /** `module` when the code uses `import`/`export` or top-level `await`; `script` for CommonJS style. */
+  readonly format: 'module' | 'script';
+  /** Specifiers the code imports or requires (static imports, `import('x')`, `require('x')`). */
+  readonly imports: readonly string[];
+  /** True when it loads something by a computed name (`import(x)`, `require(x)`). */
+  readonly computedLoads: boolean;
+  /** Node-only globals it uses as free names (`process`, `Buffer`, `require`, …). */
+  readonly nodeGlobals: readonly string[];
+}
+
+const NODE_GLOBALS = new Set(['process', 'Buffer', 'require', '__dirname', '__filename', 'global', 'setImmediate', 'clearImmediate', 'Deno', 'Bun']);
+const BUILTINS = new Set(builtinModules);
+
+/** True for `fs`, `node:fs`, `fs/promises` and the like. */
+export function isNodeBuiltin(specifier: string): boolean {
+  return specifier.startsWith('node:') || BUILTINS.has(specifier) || BUILTINS.has(specifier.split('/')[0] ?? '');
+}
+
+type AnyNode = AcornNode & Record<string, unknown>;
+
+function isNode(value: unknown): value is AnyNode {
+  return value !== null && typeof value === 'object' && typeof (value as { type?: unknown }).type === 'string';
+}
+
+function patternNames(node: unknown, into: Set<string>): void {
+  if (!isNode(node)) return;
+  switch (node.type) {
+    case 'Identifier':
+      into.add(node.name as string);
+      return;
+    case 'ObjectPattern':
+      for (const p of node.properties as AnyNode[]) patternNames(p.type === 'RestElement' ? p.argument : p.value, into);
+      return;
+    case 'ArrayPattern':
+      for (const e of node.elements as unknown[]) patternNames(e, into);
+      return;
+    case 'RestElement':
+      patternNames(node.argument, into);
+      return;
+    case 'AssignmentPattern':
+      patternNames(node.left, into);
+      return;
+    default:
+      return;
+  }
+}
+
+function stringLiteral(node: unknown): string | undefined {
+  if (!isNode(node)) return undefined;
+  if (node.type === 'Literal' && typeof node.value === 'string') return node.value;
+  if (node.type === 'TemplateLiteral' && (node.expressions as unknown[]).length === 0) {
+    const quasi = (node.quasis as AnyNode[])[0];
+    const cooked = (quasi?.value as { cooked?: unknown } | undefined)?.cooked;
+    return typeof cooked === 'string' ? cooked : undefined;
+  }
+  return undefined;
+}
+
+/** Parses JavaScript and reports its format and what it needs from Node. Throws a SyntaxError when it does not parse. */
+export function analyzeJs(source: string): JsAnalysis {
+  let ast: AnyNode;
+  let parsedAsScript = false;
+  try {
+    ast = parse(source, { ecmaVersion: 'latest', sourceType: 'module', allowHashBang: true, allowAwaitOutsideFunction: false }) as unknown as AnyNode;
+  } catch (moduleError) {
+    // Sloppy-mode code (`with`, legacy octals) parses only as a script.
+    try {
+      ast = parse(source, { ecmaVersion: 'latest', sourceType: 'script', allowHashBang: true, allowReturnOutsideFunction: true }) as unknown as AnyNode;
+      parsedAsScript = true;
+    } catch {
+      throw moduleError;
+    }
+  }
+  const imports = new Set<string>();
+  const declared = new Set<string>();
+  const referenced = new Set<string>();
+  let computedLoads = false;
+  let hasModuleSyntax = false;
+  let topLevelAwait = false;
+
+  const visit = (node: AnyNode, parent: AnyNode | null, key: string, fnDepth: number): void => {
+    switch (node.type) {
+      case 'ImportDeclaration':
+      case 'ExportAllDeclaration':
+      case 'ExportNamedDeclaration': {
+        hasModuleSyntax = true;
+        const from = stringLiteral(node.source);
+        if (from !== undefined) imports.add(from);
+        break;
+      }
+      case 'ExportDefaultDeclaration':
+        hasModuleSyntax = true;
+        break;
+      case 'ImportExpression': {
+        const from = stringLiteral(node.source);
+        if (from === undefined) computedLoads = true;
+        else imports.add(from);
+        break;
+      }
+      case 'CallExpression': {
+        const callee = node.callee;
+        if (isNode(callee) && callee.type === 'Identifier' && callee.name === 'require') {
+          const from = stringLiteral((node.arguments as unknown[])[0]);
+          if (from === undefined) computedLoads = true;
+          else imports.add(from);
+        }
+        break;
+      }
+      case 'AwaitExpression':
+      case 'ForOfStatement':
+        if (fnDepth === 0 && (node.type === 'AwaitExpression' || node.await === true)) topLevelAwait = true;
+        break;
+      case 'VariableDeclarator':
+        patternNames(node.id, declared);
+        break;
+      case 'FunctionDeclaration':
+      case 'FunctionExpression':
+      case 'ArrowFunctionExpression':
+      case 'ClassDeclaration':
+      case 'ClassExpression':
+        if (isNode(node.id)) declared.add(node.id.name as string);
+        for (const p of (node.params as unknown[] | undefined) ?? []) patternNames(p, declared);
+        break;
+      case 'CatchClause':
+        patternNames(node.param, declared);
+        break;
+      case 'ImportSpecifier':
+      case 'ImportDefaultSpecifier':
+      case 'ImportNamespaceSpecifier':
+        patternNames(node.local, declared);
+        break;
+      case 'Identifier': {
+        const isPropertyName =
+          parent !== null &&
+          (((parent.type === 'MemberExpression' && key === 'property') ||
+            ((parent.type === 'Property' || parent.type === 'MethodDefinition' || parent.type === 'PropertyDefinition') && key === 'key')) &&
+            parent.computed !== true);
+        const isLabel = parent !== null && key === 'label';
+        if (!isPropertyName && !isLabel) referenced.add(node.name as string);
+        break;
+      }
+      default:
+        break;
+    }
+    const inner = node.type.includes('Function') ? fnDepth + 1 : fnDepth;
+    for (const k of Object.keys(node)) {
+      if (k === 'type' || k === 'start' || k === 'end' || k === 'loc' || k === 'range') continue;
+      const value = node[k];
+      if (Array.isArray(value)) {
+        for (const child of value) if (isNode(child)) visit(child, node, k, inner);
+      } else if (isNode(value)) {
+        visit(value, node, k, inner);
+      }
+    }
+  };
+  visit(ast, null, '', 0);
+
+  const nodeGlobals = [...referenced].filter((name) => NODE_GLOBALS.has(name) && !declared.has(name)).sort();
+  const usesCommonJs = !declared.has('module') && !declared.has('exports') && (referenced.has('module') || referenced.has('exports'));
+  const format = parsedAsScript || (!hasModuleSyntax && !topLevelAwait && usesCommonJs) ? 'script' : 'module';
+  return { format, imports: [...imports].sort(), computedLoads, nodeGlobals };
+}
+
+/** Turns TypeScript into JavaScript, dropping types without checking them. Throws a SyntaxError when it does not parse. */
+export function transpileTs(source: string): string {
+  return sucrase.transform(source, { transforms: ['typescript'], disableESTransforms: true }).code;
+}
+
+/** sha256 hex of a string or bytes. */
+export function sha256(data: string | Uint8Array): string {
+  return createHash('sha256').update(data).digest('hex');
+}
+
+const BASE64 = /^[A-Za-z0-9+/\s]*={0,2}\s*$/;
+const WASM_MAGIC = [0x00, 0x61, 0x73, 0x6d];
+
+function syntaxMessage(error: unknown): string {
+  return error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+}
+
+/** Caches prepared code by the hash of (runtime, source). */
+export class CodePreparer {
+  private readonly cache = new Map<string, PreparedCode>();
+  private readonly analyses = new Map<string, JsAnalysis | { error: string }>();
+
+  constructor(private readonly maxEntries = 256) {}
+
+  /** Analyses JavaScript (cached), or says why it does not parse. */
+  analyze(source: string): JsAnalysis | { error: string } {
+    const key = sha256(source);
+    const hit = this.analyses.get(key);
+    if (hit !== undefined) return this.bump(this.analyses, key, hit);
+    let result: JsAnalysis | { error: string };
+    try {
+      result = analyzeJs(source);
+    } catch (error) {
+      result = { error: syntaxMessage(error) };
+    }
+    return this.store(this.analyses, key, result);
+  }
+
+  /** Prepares inline code of `runtime` for the host (cached). */
+  prepare(runtime: Runtime, source: string): PreparedCode {
+    const key = sha256(`${runtime}\0${source}`);
+    const hit = this.cache.get(key);
+    if (hit !== undefined) return this.bump(this.cache, key, hit);
+    return this.store(this.cache, key, this.prepareUncached(runtime, source));
+  }
+
+  private prepareUncached(runtime: Runtime, source: string): PreparedCode {
+    if (runtime === 'wasm') {
+      if (!BASE64.test(source)) return { ok: false, message: 'code must be the base64 of a WebAssembly module for runtime "wasm"' };
+      const bytes = new Uint8Array(Buffer.from(source, 'base64'));
+      if (bytes.length < 8 || WASM_MAGIC.some((b, i) => bytes[i] !== b)) {
+        return { ok: false, message: 'code is not a WebAssembly module (no \\0asm header after base64 decoding)' };
+      }
+      return { ok: true, format: 'wasm', wasm: bytes, codeHash: sha256(bytes) };
+    }
+    let js = source;
+    if (runtime === 'ts') {
+      try {
+        js = transpileTs(source);
+      } catch (error) {
+        return { ok: false, message: syntaxMessage(error) };
+      }
+    }
+    const analysis = this.analyze(js);
+    // A parse error is the code's own: V8 reports it with its position when the module compiles.
+    const format = 'error' in analysis ? 'module' : analysis.format;
+    return { ok: true, format, source: js, codeHash: sha256(`${format}\0${js}`) };
+  }
+
+  private bump<T>(map: Map<string, T>, key: string, value: T): T {
+    map.delete(key);
+    map.set(key, value);
+    return value;
+  }
+
+  private store<T>(map: Map<string, T>, key: string, value: T): T {
+    map.set(key, value);
+    while (map.size > this.maxEntries) map.delete(map.keys().next().value as string);
+    return value;
+  }
+}

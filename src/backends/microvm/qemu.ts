@@ -1,0 +1,356 @@
+/**
+ * The QEMU implementation of the VMM layer: `qemu-system-x86_64 -M microvm`, with KVM when
+ * a test boot proves it works and TCG otherwise.
+ *
+ * Each VM gets a directory holding two unix sockets that the host listens on and QEMU
+ * connects to as a client (so there is no connect-retry race): `agent.sock` behind the
+ * virtio-serial port `vulcan.agent`, and, for templates only, `qmp.sock`. QEMU writes its
+ * pid to `qemu.pid`; reconcile.ts uses it, with the `-name vulcan-<id>` tag, after a crash.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import type { Accel, VmConfig, VmExit, VmHandle, Vmm } from './vmm.js';
+
+/** The QEMU binary; Debian's qemu-system-x86 package. */
+export const QEMU_BINARY = 'qemu-system-x86_64';
+/** Longest unix socket path Linux accepts (sun_path is 108 bytes, NUL included). */
+const MAX_SOCKET_PATH = 107;
+const CONSOLE_TAIL_BYTES = 16 * 1024;
+/** How long QEMU may take to start and connect its sockets. */
+const CONNECT_TIMEOUT_MS = 15_000;
+
+/** Options of the QEMU VMM. */
+export interface QemuOptions {
+  readonly accel: Accel;
+  /** Kernel command-line words every VM gets (console, TSC calibration, …). */
+  readonly baseKernelArgs: readonly string[];
+  readonly binary?: string;
+}
+
+/**
+ * Kernel arguments for a guest under this host: quiet serial console, no reboot loop, and
+ * under TCG the host's TSC frequency, because Linux 6.1's TSC calibration often hangs in an
+ * emulated guest (see MACHINE-NOTES.md).
+ */
+export function baseKernelArgs(accel: Accel): string[] {
+  const args = ['console=ttyS0', 'quiet', 'panic=-1', 'reboot=t', 'i8042.noaux', 'i8042.nokbd', 'nomodeset', 'random.trust_cpu=on'];
+  if (accel === 'tcg') {
+    const khz = hostTscKHz();
+    if (khz) args.push(`tsc_early_khz=${khz}`, `lpj=${Math.round((khz * 1000) / 250)}`);
+  }
+  return args;
+}
+
+/** The host's TSC frequency in kHz from /proc/cpuinfo (`cpu MHz`), or null. */
+export function hostTscKHz(): number | null {
+  try {
+    const m = /^cpu MHz\s*:\s*([\d.]+)/m.exec(fs.readFileSync('/proc/cpuinfo', 'utf8'));
+    return m?.[1] ? Math.round(Number(m[1]) * 1000) : null;
+  } catch {
+    return null;
+  }
+}
+
+function listen(socketPath: string): Promise<net.Server> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once('error', reject);
+    server.listen(socketPath, () => {
+      server.off('error', reject);
+      resolve(server);
+    });
+  });
+}
+
+function accept(server: net.Server, ms: number, exited: Promise<VmExit>, what: string): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`QEMU did not connect ${what} within ${ms} ms`)), ms);
+    server.once('connection', (sock) => {
+      clearTimeout(timer);
+      resolve(sock);
+    });
+    void exited.then((e) => {
+      clearTimeout(timer);
+      reject(new Error(`QEMU exited (code ${e.code}, signal ${e.signal}) before connecting ${what}`));
+    });
+  });
+}
+
+/** The argv of one VM. Exported for the bench's bare-boot floor and for tests. */
+export function qemuArgs(cfg: VmConfig, accel: Accel, kernelArgs: readonly string[], sockets: { agent?: string; qmp?: string }): string[] {
+  const args = [
+    '-name', `vulcan-${cfg.id}`,
+    '-M', `microvm,x-option-roms=off,isa-serial=on,rtc=on,pit=off,pic=off${cfg.memoryFile ? ',memory-backend=mem' : ''}`,
+    '-accel', accel,
+    ...(accel === 'kvm' ? ['-cpu', 'host'] : []),
+    '-m', `${cfg.memMB}M`,
+    '-smp', String(cfg.vcpus),
+    '-nodefaults', '-no-user-config', '-nographic', '-no-reboot',
+    '-serial', 'stdio',
+    '-kernel', cfg.kernelPath,
+    '-initrd', cfg.initramfsPath,
+    '-append', [...kernelArgs, ...cfg.kernelArgs].join(' '),
+    '-pidfile', path.join(cfg.dir, 'qemu.pid'),
+  ];
+  if (cfg.memoryFile) {
+    args.push('-object', `memory-backend-file,id=mem,size=${cfg.memMB}M,mem-path=${cfg.memoryFile.path},share=${cfg.memoryFile.shared ? 'on' : 'off'}`);
+    // Template and clones both skip RAM in the migration stream: it lives in the file.
+    args.push('-global', 'migration.x-ignore-shared=on');
+    // Without the source's run state, a clone starts running as soon as it is restored.
+    args.push('-global', 'migration.store-global-state=off');
+  }
+  if (cfg.rootDiskPath) {
+    args.push('-drive', `id=root,file=${cfg.rootDiskPath},format=raw,if=none,readonly=on,cache=unsafe,file.locking=off`);
+    args.push('-device', 'virtio-blk-device,drive=root');
+  }
+  if (sockets.agent) {
+    args.push('-device', 'virtio-serial-device,max_ports=2');
+    args.push('-chardev', `socket,id=agent,path=${sockets.agent}`);
+    args.push('-device', 'virtserialport,chardev=agent,name=vulcan.agent');
+  }
+  if (sockets.qmp) {
+    args.push('-chardev', `socket,id=qmp,path=${sockets.qmp}`, '-mon', 'chardev=qmp,mode=control');
+  }
+  if (cfg.restoreFrom) {
+    // fd 3 of QEMU is the state file (see spawn's stdio); no helper process is needed.
+    args.push('-incoming', 'fd:3');
+  }
+  // seccomp: no exec, no privilege changes once the guest runs. Templates must exec `cat`
+  // to save their state, so they keep spawn; they never run user code.
+  args.push('-sandbox', `on,obsolete=deny,elevateprivileges=deny,resourcecontrol=deny${cfg.control ? '' : ',spawn=deny'}`);
+  return args;
+}
+
+/** A tiny QMP client: one command at a time, events ignored. */
+class Qmp {
+  #buf = '';
+  #waiters: Array<(msg: Record<string, unknown>) => void> = [];
+
+  constructor(private readonly sock: net.Socket) {
+    sock.setEncoding('utf8');
+    sock.on('data', (d: string) => {
+      this.#buf += d;
+      if (this.#buf.length > 1024 * 1024) this.sock.destroy(new Error('QMP reply too large'));
+      let nl: number;
+      while ((nl = this.#buf.indexOf('\n')) >= 0) {
+        const line = this.#buf.slice(0, nl).trim();
+        this.#buf = this.#buf.slice(nl + 1);
+        if (!line) continue;
+        let msg: Record<string, unknown>;
+        try {
+          msg = JSON.parse(line) as Record<string, unknown>;
+        } catch {
+          continue;
+        }
+        if ('event' in msg) continue;
+        this.#waiters.shift()?.(msg);
+      }
+    });
+  }
+
+  /** Waits for the greeting and enters command mode. */
+  async handshake(): Promise<void> {
+    await new Promise<Record<string, unknown>>((resolve) => this.#waiters.push(resolve));
+    await this.execute('qmp_capabilities');
+  }
+
+  execute(command: string, args?: Record<string, unknown>): Promise<unknown> {
+    return new Promise((resolve, reject) => {
+      this.#waiters.push((msg) => {
+        if ('error' in msg) reject(new Error(`QMP ${command}: ${JSON.stringify(msg.error)}`));
+        else resolve(msg.return);
+      });
+      this.sock.write(`${JSON.stringify(args ? { execute: command, arguments: args } : { execute: command })}\n`);
+    });
+  }
+}
+
+class QemuVm implements VmHandle {
+  readonly pid: number;
+  readonly exited: Promise<VmExit>;
+  channel!: net.Socket;
+  qmp?: Qmp;
+  readonly servers: net.Server[] = [];
+  #console: Buffer[] = [];
+  #consoleBytes = 0;
+  #destroyed?: Promise<void>;
+
+  constructor(
+    readonly id: string,
+    readonly dir: string,
+    private readonly child: ChildProcess,
+  ) {
+    if (child.pid === undefined) throw new Error('QEMU did not start');
+    this.pid = child.pid;
+    this.exited = new Promise((resolve) => {
+      child.once('exit', (code, signal) => resolve({ code, signal }));
+    });
+    const keep = (chunk: Buffer): void => {
+      this.#console.push(chunk);
+      this.#consoleBytes += chunk.length;
+      while (this.#consoleBytes > CONSOLE_TAIL_BYTES && this.#console.length > 1) {
+        this.#consoleBytes -= this.#console.shift()?.length ?? 0;
+      }
+    };
+    child.stdout?.on('data', keep);
+    child.stderr?.on('data', keep);
+  }
+
+  consoleTail(): string {
+    return Buffer.concat(this.#console).toString('utf8').slice(-CONSOLE_TAIL_BYTES);
+  }
+
+  async saveState(file: string, signal: AbortSignal): Promise<void> {
+    const qmp = this.qmp;
+    if (!qmp) throw new Error('saveState needs a VM started with control: true');
+    // Only a paused guest is saved: migrating a running TCG guest restored corrupt memory.
+    await qmp.execute('stop');
+    await qmp.execute('migrate', { uri: `exec:cat > '${file.replace(/'/g, `'\\''`)}'` });
+    for (;;) {
+      signal.throwIfAborted();
+      const info = (await qmp.execute('query-migrate')) as { status?: string; 'error-desc'?: string };
+      if (info.status === 'completed') return;
+      if (info.status === 'failed' || info.status === 'cancelled') throw new Error(`snapshot failed: ${info['error-desc'] ?? info.status}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+
+  destroy(): Promise<void> {
+    this.#destroyed ??= (async () => {
+      if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGKILL');
+      await this.exited;
+      this.channel?.destroy();
+      for (const s of this.servers) s.close();
+      await fs.promises.rm(this.dir, { recursive: true, force: true });
+    })();
+    return this.#destroyed;
+  }
+}
+
+/** QEMU `-M microvm`. */
+export class QemuVmm implements Vmm {
+  readonly name = 'qemu';
+  readonly accel: Accel;
+  readonly #binary: string;
+  readonly #kernelArgs: readonly string[];
+
+  constructor(options: QemuOptions) {
+    this.accel = options.accel;
+    this.#binary = options.binary ?? QEMU_BINARY;
+    this.#kernelArgs = options.baseKernelArgs;
+  }
+
+  async start(cfg: VmConfig, signal: AbortSignal): Promise<VmHandle> {
+    await fs.promises.mkdir(cfg.dir, { recursive: true, mode: 0o700 });
+    const agentPath = path.join(cfg.dir, 'agent.sock');
+    const qmpPath = path.join(cfg.dir, 'qmp.sock');
+    if (qmpPath.length > MAX_SOCKET_PATH) throw new Error(`VM directory ${cfg.dir} is too long for a unix socket path; use a shorter --data-dir`);
+    const agentServer = await listen(agentPath);
+    const qmpServer = cfg.control ? await listen(qmpPath) : undefined;
+    let stateFd: number | undefined;
+    let vm: QemuVm | undefined;
+    try {
+      if (cfg.restoreFrom) stateFd = fs.openSync(cfg.restoreFrom, 'r');
+      const argv = qemuArgs(cfg, this.accel, this.#kernelArgs, { agent: agentPath, qmp: cfg.control ? qmpPath : undefined });
+      const child = spawn(this.#binary, argv, {
+        stdio: ['ignore', 'pipe', 'pipe', ...(stateFd === undefined ? [] : [stateFd])],
+        detached: false,
+      });
+      if (child.pid === undefined) {
+        const [err] = (await once(child, 'error')) as [Error];
+        throw new Error(`cannot start ${this.#binary}: ${err.message}`);
+      }
+      vm = new QemuVm(cfg.id, cfg.dir, child);
+      vm.servers.push(agentServer, ...(qmpServer ? [qmpServer] : []));
+      await fs.promises.writeFile(path.join(cfg.dir, 'vm.json'), JSON.stringify({ id: cfg.id, pid: child.pid, tag: `vulcan-${cfg.id}` }));
+      const onAbort = (): void => void vm?.destroy();
+      signal.addEventListener('abort', onAbort, { once: true });
+      try {
+        const [channel, qmpSock] = await Promise.all([
+          accept(agentServer, CONNECT_TIMEOUT_MS, vm.exited, 'the agent channel'),
+          qmpServer ? accept(qmpServer, CONNECT_TIMEOUT_MS, vm.exited, 'QMP') : Promise.resolve(undefined),
+        ]);
+        vm.channel = channel;
+        if (qmpSock) {
+          vm.qmp = new Qmp(qmpSock);
+          await vm.qmp.handshake();
+        }
+      } finally {
+        signal.removeEventListener('abort', onAbort);
+      }
+      signal.throwIfAborted();
+      return vm;
+    } catch (err) {
+      if (vm) {
+        await vm.destroy();
+        const tail = vm.consoleTail().trim().split('\n').slice(-5).join(' | ');
+        if (err instanceof Error && tail) err.message += ` (QEMU said: ${tail})`;
+      } else {
+        agentServer.close();
+        qmpServer?.close();
+        await fs.promises.rm(cfg.dir, { recursive: true, force: true });
+      }
+      throw err;
+    } finally {
+      if (stateFd !== undefined) fs.closeSync(stateFd);
+    }
+  }
+}
+
+/**
+ * Boots the kernel and initramfs with no devices to the agent's first printed line
+ * (`vulcan_bare=1`), then kills QEMU. The floor the benchmark compares cold starts with,
+ * and the test that proves KVM works. Resolves with the milliseconds from spawn to the line.
+ */
+export async function bareBoot(opts: {
+  accel: Accel;
+  kernelPath: string;
+  initramfsPath: string;
+  memMB?: number;
+  timeoutMs: number;
+  binary?: string;
+}): Promise<number> {
+  const args = [
+    '-M', 'microvm,x-option-roms=off,isa-serial=on,rtc=on,pit=off,pic=off',
+    '-accel', opts.accel,
+    ...(opts.accel === 'kvm' ? ['-cpu', 'host'] : []),
+    '-m', `${opts.memMB ?? 256}M`, '-smp', '1',
+    '-nodefaults', '-no-user-config', '-nographic', '-no-reboot',
+    '-serial', 'stdio',
+    '-kernel', opts.kernelPath, '-initrd', opts.initramfsPath,
+    '-append', [...baseKernelArgs(opts.accel), 'vulcan_bare=1'].join(' '),
+  ];
+  const t0 = performance.now();
+  const child = spawn(opts.binary ?? QEMU_BINARY, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let seen = '';
+  try {
+    return await new Promise<number>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no boot line within ${opts.timeoutMs} ms: ${seen.slice(-300)}`)), opts.timeoutMs);
+      const onData = (d: Buffer): void => {
+        seen = (seen + d.toString('latin1')).slice(-4096);
+        if (seen.includes('VULCAN-BARE-BOOT')) {
+          clearTimeout(timer);
+          resolve(performance.now() - t0);
+        }
+      };
+      child.stdout.on('data', onData);
+      child.stderr.on('data', onData);
+      child.once('error', (err) => {
+        clearTimeout(timer);
+        reject(err);
+      });
+      child.once('exit', (code) => {
+        clearTimeout(timer);
+        reject(new Error(`QEMU exited with ${code} before the boot line: ${seen.slice(-300).trim()}`));
+      });
+    });
+  } finally {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGKILL');
+      await once(child, 'exit');
+    }
+  }
+}

@@ -1,0 +1,385 @@
+/**
+ * The isolate backend against real isolate hosts (isolated-vm inside bubblewrap and a cgroup),
+ * through the Backend interface. Needs root, bwrap and cgroups, as the server does.
+ */
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { WorkloadAbort, type RunOutcome } from '../../src/core/backend.js';
+import { loadConfig } from '../../src/core/config.js';
+import { SILENT_LOGGER } from '../../src/core/context.js';
+import { EMPTY_IMAGE_STORE } from '../../src/core/images.js';
+import { DEFAULT_LIMITS, type Limits } from '../../src/core/limits.js';
+import type { Runtime } from '../../src/core/types.js';
+import { hostTag, IsolateBackend } from '../../src/backends/isolate/isolate-backend.js';
+import { createBackend } from '../../src/backends/isolate/index.js';
+
+/** `(func (export "main") (param i32 i32) (result i32) local.get 0 local.get 1 i32.add)` */
+const WASM_ADD = Buffer.from([
+  0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, 0x01, 0x07, 0x01, 0x60, 0x02, 0x7f, 0x7f, 0x01, 0x7f, 0x03, 0x02, 0x01, 0x00, 0x07, 0x08, 0x01, 0x04, 0x6d,
+  0x61, 0x69, 0x6e, 0x00, 0x00, 0x0a, 0x09, 0x01, 0x07, 0x00, 0x20, 0x00, 0x20, 0x01, 0x6a, 0x0b,
+]).toString('base64');
+
+/**
+ * `(memory (export "mem") 1) (func (export "main") (result i32)
+ *    (loop (br_if 0 (i32.ne (memory.grow (i32.const 16)) (i32.const -1)))) unreachable)`
+ */
+const WASM_GROW_BOMB = Buffer.from([
+  0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, 0x01, 0x05, 0x01, 0x60, 0x00, 0x01, 0x7f, 0x03, 0x02, 0x01, 0x00, 0x05, 0x03, 0x01, 0x00, 0x01, 0x07, 0x0e,
+  0x02, 0x03, 0x6d, 0x65, 0x6d, 0x02, 0x00, 0x04, 0x6d, 0x61, 0x69, 0x6e, 0x00, 0x00, 0x0a, 0x11, 0x01, 0x0f, 0x00, 0x03, 0x40, 0x41, 0x10, 0x40, 0x00, 0x41,
+  0x7f, 0x47, 0x0d, 0x00, 0x0b, 0x00, 0x0b,
+]).toString('base64');
+
+const HELLO = 'export default (input) => ({ hello: input.name })';
+
+interface Ran {
+  readonly outcome: RunOutcome;
+  readonly stdout: string;
+  readonly stderr: string;
+  readonly ms: number;
+}
+
+let dataDir = '';
+let backend: IsolateBackend;
+let seq = 0;
+
+async function run(
+  runtime: Runtime,
+  source: string,
+  input: unknown = null,
+  limits: Partial<Limits> = {},
+  opts: { signal?: AbortSignal; coreTimeout?: boolean } = {},
+): Promise<Ran> {
+  const full: Limits = { ...DEFAULT_LIMITS, memMB: 128, timeoutMs: 10_000, ...limits };
+  const stdout: Buffer[] = [];
+  const stderr: Buffer[] = [];
+  // Like the core: abort the signal when the timeout passes (unless a test wants the host's own deadline alone).
+  const controller = new AbortController();
+  const timer = opts.coreTimeout === false ? undefined : setTimeout(() => controller.abort(new WorkloadAbort('timeout')), full.timeoutMs);
+  const signal = opts.signal === undefined ? controller.signal : AbortSignal.any([controller.signal, opts.signal]);
+  const t0 = performance.now();
+  try {
+    const outcome = await backend.run(
+      { id: `test-${++seq}`, runtime, code: { kind: 'inline', source }, inputJson: JSON.stringify(input), env: {}, limits: full },
+      { stdout: (c) => stdout.push(c), stderr: (c) => stderr.push(c) },
+      signal,
+    );
+    return { outcome, stdout: Buffer.concat(stdout).toString(), stderr: Buffer.concat(stderr).toString(), ms: performance.now() - t0 };
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function spec(runtime: Runtime, source: string) {
+  return { id: 'accepts', runtime, code: { kind: 'inline' as const, source }, inputJson: 'null', env: {}, limits: DEFAULT_LIMITS };
+}
+
+/** Host pids of this backend's isolate hosts (node inside bwrap), found by their command-line tag. */
+function hostPids(): number[] {
+  const tag = `--vulcan-isolate-host=${hostTag(dataDir)}`;
+  const pids: number[] = [];
+  for (const entry of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const argv = fs.readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0');
+      if (argv.includes(tag) && argv.some((a) => a.endsWith('/host/main.js')) && !argv.includes('--')) pids.push(Number(entry));
+    } catch {
+      // the process is gone
+    }
+  }
+  return pids;
+}
+
+async function hello(name: string): Promise<Ran> {
+  const r = await run('js', HELLO, { name });
+  assert.equal(r.outcome.error, null, JSON.stringify(r.outcome.error));
+  assert.deepEqual(r.outcome.output, { hello: name });
+  return r;
+}
+
+/** Runs hello workloads back to back until `done` settles; returns their latencies. */
+async function helloWhile(done: Promise<unknown>): Promise<number[]> {
+  let finished = false;
+  void done.finally(() => (finished = true));
+  const times: number[] = [];
+  while (!finished) times.push((await hello(`c${times.length}`)).ms);
+  return times;
+}
+
+describe('isolate backend', () => {
+  before(async () => {
+    dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'vulcan-isolate-test-'));
+    backend = createBackend({ config: loadConfig({ dataDir }), log: SILENT_LOGGER, images: EMPTY_IMAGE_STORE }) as IsolateBackend;
+    const availability = await backend.probe();
+    assert.equal(availability.available, true, JSON.stringify(availability));
+  });
+
+  after(async () => {
+    await backend.close();
+    await backend.close(); // idempotent
+    assert.deepEqual(hostPids(), [], 'no isolate host is left running');
+    fs.rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  describe('runtimes', () => {
+    it('js: calls the default export with input, sync or async, and forwards console', async () => {
+      const r = await run('js', 'export default async (input) => { console.log("out", { n: input.n }); console.error("err"); await null; return input.n + 1; }', { n: 41 });
+      assert.equal(r.outcome.error, null);
+      assert.equal(r.outcome.output, 42);
+      assert.equal(r.stdout, 'out { n: 41 }\n');
+      assert.equal(r.stderr, 'err\n');
+    });
+
+    it('js: CommonJS module.exports works too', async () => {
+      const r = await run('js', 'module.exports = function (input) { return [input, typeof module]; };', 'x');
+      assert.deepEqual(r.outcome.output, ['x', 'object']);
+    });
+
+    it('ts: transpiles, and type errors do not block', async () => {
+      const source = 'interface In { a: number }\nconst wrong: string = 5 as any as number;\nexport default async (input: In): Promise<number> => { await new Promise<void>((r) => setTimeout(r, 10)); return input.a * 10; };';
+      const r = await run('ts', source, { a: 4 });
+      assert.equal(r.outcome.error, null, JSON.stringify(r.outcome.error));
+      assert.equal(r.outcome.output, 40);
+    });
+
+    it('wasm: calls exported main with input.args', async () => {
+      const r = await run('wasm', WASM_ADD, { args: [20, 22] });
+      assert.equal(r.outcome.error, null, JSON.stringify(r.outcome.error));
+      assert.equal(r.outcome.output, 42);
+    });
+
+    it('js can compile and instantiate WebAssembly itself', async () => {
+      const source = `export default async (input) => { const bytes = Uint8Array.from(atobish(input.b64)); const { instance } = await WebAssembly.instantiate(bytes); return instance.exports.main(2, 3); };
+        function atobish(s) { const t = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/'; const out = []; let buf = 0, bits = 0;
+          for (const ch of s.replace(/=+$/, '')) { buf = (buf << 6) | t.indexOf(ch); bits += 6; if (bits >= 8) { bits -= 8; out.push((buf >> bits) & 255); } } return out; }`;
+      const r = await run('js', source, { b64: WASM_ADD });
+      assert.equal(r.outcome.error, null, JSON.stringify(r.outcome.error));
+      assert.equal(r.outcome.output, 5);
+    });
+
+    it('node via accepts: taken when it imports no Node built-ins (by parsing), refused otherwise', async () => {
+      const plain = 'export default (input) => input.a + input.b;';
+      const accepted = backend.accepts(spec('node', plain));
+      assert.equal(accepted.ok, true, accepted.reason);
+      const r = await run('node', plain, { a: 1, b: 2 });
+      assert.equal(r.outcome.output, 3);
+      const cjs = backend.accepts(spec('node', 'const process = 1; module.exports = (i) => i + process;'));
+      assert.equal(cjs.ok, true, `a local named process is not Node's: ${cjs.reason}`);
+      for (const [source, why] of [
+        ["import fs from 'node:fs'; export default () => fs.readFileSync('/etc/passwd', 'utf8');", /node:fs/],
+        ["import { exec } from 'child_process'; export default () => 1;", /child_process/],
+        ["const cp = require('child_process'); module.exports = () => 1;", /child_process/],
+        ['export default async () => (await import("node:os")).hostname();', /node:os/],
+        ['export default () => process.env.HOME;', /process/],
+        ['module.exports = () => Buffer.from("x");', /Buffer/],
+        ["import _ from 'lodash'; export default () => 1;", /lodash/],
+        ['export default async (m) => import(m);', /computed/],
+      ] as const) {
+        const a = backend.accepts(spec('node', source));
+        assert.equal(a.ok, false, source);
+        assert.match(a.reason, why);
+      }
+      assert.equal(backend.accepts(spec('python', 'print(1)')).ok, false);
+      assert.equal(backend.accepts({ ...spec('js', ''), code: { kind: 'archive', tarGz: Buffer.alloc(0), entrypoint: 'a.js' } }).ok, false);
+    });
+  });
+
+  describe('errors', () => {
+    it('an uncaught exception fails with its message, and its stack goes to stderr', async () => {
+      const r = await run('js', 'export default () => { throw new TypeError("boom"); };');
+      assert.equal(r.outcome.error?.code, 'exception');
+      assert.match(r.outcome.error?.message ?? '', /TypeError: boom/);
+      assert.match(r.stderr, /TypeError: boom\n\s+at /);
+    });
+
+    it('a syntax error fails as an exception', async () => {
+      const r = await run('js', 'export default () => {');
+      assert.equal(r.outcome.error?.code, 'exception');
+      assert.match(r.outcome.error?.message ?? '', /SyntaxError/);
+    });
+
+    it('a missing default export says what to export', async () => {
+      const r = await run('js', 'export const x = 1;');
+      assert.equal(r.outcome.error?.code, 'exception');
+      assert.match(r.outcome.error?.message ?? '', /default export is not a function/);
+    });
+
+    it('a return value that is not JSON gives output_invalid', async () => {
+      const r = await run('js', 'export default () => { const a = {}; a.a = a; return a; };');
+      assert.equal(r.outcome.error?.code, 'output_invalid');
+    });
+
+    it('an output flood stops at the cap', async () => {
+      const r = await run('js', 'export default () => { for (let i = 0; i < 100000; i++) console.log("x".repeat(100)); return 1; };', null, { outputBytes: 10_000 });
+      assert.equal(r.outcome.output, 1);
+      assert.ok(r.stdout.length > 10_000 && r.stdout.length < 20_000, `forwarded ${r.stdout.length} bytes`);
+    });
+  });
+
+  describe('what the code can reach', () => {
+    it('finds no way out through the classics', async () => {
+      const source = `
+        const attempt = (fn) => { try { const v = fn(); return v === undefined ? 'undefined' : v === null ? 'null' : typeof v === 'object' || typeof v === 'function' ? 'object:' + Object.keys(v).slice(0, 5).join(',') : String(v); } catch (e) { return 'threw ' + e.name; } };
+        export default async (input) => {
+          const found = {};
+          found.ctor = attempt(() => this === undefined ? (function () { return this; }).constructor('return typeof process')() : this.constructor.constructor('return typeof process')());
+          found.fnCtor = attempt(() => Function('return typeof process')());
+          found.inputProto = attempt(() => input.constructor.constructor('return typeof process')());
+          found.inputProtoChain = attempt(() => input.__proto__.__proto__);
+          input.__proto__.polluted = 'yes';
+          found.consoleCtor = attempt(() => console.log.constructor('return typeof require')());
+          found.consoleProto = attempt(() => Object.getPrototypeOf(console.log).constructor('return typeof globalThis.process')());
+          found.require = typeof require;
+          found.process = typeof process;
+          found.Deno = typeof Deno;
+          found.Bun = typeof Bun;
+          found.module = typeof module;
+          found.sab = typeof SharedArrayBuffer;
+          found.sabViaWasm = attempt(() => new WebAssembly.Memory({ initial: 1, maximum: 1, shared: true }).buffer.constructor.name);
+          found.globals = Object.getOwnPropertyNames(globalThis).filter((n) => !STANDARD.includes(n)).join(',');
+          found.dynamicImport = await import('node:child_process').then(() => 'loaded', (e) => 'rejected');
+          found.fetch = await fetch('http://127.0.0.1:7423/').then(() => 'reached', (e) => 'rejected ' + e.message);
+          Error.prepareStackTrace = (err, frames) => frames.map((f) => { try { const t = f.getThis(); return t && t.constructor && t.constructor.constructor('return typeof process')(); } catch (e) { return 'threw'; } }).join(',');
+          found.prepareStackTrace = String(new Error('x').stack);
+          found.prepareStackTraceOnHostError = await (async () => { try { null.x; } catch (e) { return String(e.stack); } })();
+          return found;
+        };
+        const STANDARD = ${JSON.stringify(STANDARD_GLOBALS)};`;
+      const r = await run('js', source, { a: 1 });
+      assert.equal(r.outcome.error, null, JSON.stringify(r.outcome.error));
+      const found = r.outcome.output as Record<string, string>;
+      for (const key of ['ctor', 'fnCtor', 'inputProto', 'consoleProto']) assert.ok(found[key] === 'undefined' || found[key]?.startsWith('threw'), `${key}: ${found[key]}`);
+      assert.ok(found.consoleCtor === 'undefined' || found.consoleCtor?.startsWith('threw'), `consoleCtor: ${found.consoleCtor}`);
+      assert.equal(found.inputProtoChain, 'null');
+      for (const key of ['require', 'process', 'Deno', 'Bun', 'module', 'sab']) assert.equal(found[key], 'undefined', key);
+      assert.match(found.sabViaWasm ?? '', /^threw/);
+      assert.equal(found.globals, '', 'no globals beyond the standard ones and console/timers/fetch');
+      assert.equal(found.dynamicImport, 'rejected');
+      assert.match(found.fetch ?? '', /^rejected .*no network/);
+      assert.doesNotMatch(found.prepareStackTrace ?? '', /object|function/);
+      // Input pollution stayed in that run's copy: the next run sees a clean prototype.
+      const next = await run('js', 'export default (input) => [({}).polluted ?? null, input.polluted ?? null];', { a: 1 });
+      assert.deepEqual(next.outcome.output, [null, null]);
+    });
+
+    it('leaks no state between two runs of the same code', async () => {
+      const source = `let calls = 0;
+        export default () => { calls++; const seen = { global: globalThis.leak ?? null, proto: [].leak ?? null, calls, json: JSON.leak ?? null };
+          globalThis.leak = 'x'; Array.prototype.leak = 'y'; JSON.leak = 'z'; Object.prototype.leak2 = 1; return seen; };`;
+      const first = await run('js', source);
+      const second = await run('js', source);
+      const expected = { global: null, proto: null, calls: 1, json: null };
+      assert.deepEqual(first.outcome.output, expected);
+      assert.deepEqual(second.outcome.output, expected);
+      assert.equal(second.outcome.notes?.isolate, 'reused (same code, fresh context)', 'the same code reuses a warm isolate');
+      const cjs = 'module.exports = () => { const seen = typeof leakedVar === "undefined" ? null : leakedVar; leakedVar = 1; return seen; };';
+      assert.equal((await run('js', cjs)).outcome.output, null);
+      assert.equal((await run('js', cjs)).outcome.output, null);
+    });
+
+    it('timers left running by a run do not fire into the next one', async () => {
+      const source = 'export default (input) => { if (input.start) setInterval(() => console.log("ghost"), 5); return input.start; };';
+      await run('js', source, { start: true });
+      const later = await run('js', 'export default async () => { await new Promise((r) => setTimeout(r, 50)); return 1; };');
+      assert.equal(later.stdout, '');
+    });
+  });
+
+  describe('limits, with a concurrent workload kept working', () => {
+    it('warms up', async () => {
+      for (let i = 0; i < 5; i++) await hello('warm');
+    });
+
+    it('an infinite loop ends as timeout within the timeout plus 100 ms (host deadline alone)', async () => {
+      const bomb = run('js', 'export default () => { while (true) {} };', null, { timeoutMs: 1000 }, { coreTimeout: false });
+      const times = await helloWhile(bomb);
+      const r = await bomb;
+      assert.equal(r.outcome.error?.code, 'timeout');
+      assert.ok(r.ms < 1100, `ended after ${r.ms.toFixed(0)} ms`);
+      assert.ok(times.length > 5, `only ${times.length} concurrent runs completed`);
+    });
+
+    it('an infinite loop in a promise chain ends as timeout, via the core abort', async () => {
+      const r = await run('js', 'export default async () => { await null; for (;;) {} };', null, { timeoutMs: 1000 });
+      assert.equal(r.outcome.error?.code, 'timeout');
+      assert.ok(r.ms < 1100, `ended after ${r.ms.toFixed(0)} ms`);
+    });
+
+    it('a never-resolving promise ends as timeout', async () => {
+      const r = await run('js', 'export default () => new Promise(() => {});', null, { timeoutMs: 1000 }, { coreTimeout: false });
+      assert.equal(r.outcome.error?.code, 'timeout');
+      assert.ok(r.ms < 1100, `ended after ${r.ms.toFixed(0)} ms`);
+    });
+
+    it('a heap bomb ends as memory_limit', async () => {
+      const bomb = run('js', 'export default () => { const a = []; for (;;) a.push({ x: Math.random(), s: "s" + Math.random() }); };', null, { memMB: 64 });
+      const times = await helloWhile(bomb);
+      const r = await bomb;
+      assert.equal(r.outcome.error?.code, 'memory_limit', JSON.stringify(r.outcome.error));
+      assert.ok(times.length > 0);
+    });
+
+    it('an ArrayBuffer bomb ends as memory_limit', async () => {
+      const bomb = run('js', 'export default () => { const a = []; for (;;) a.push(new Uint8Array(8 << 20).fill(1)); };', null, { memMB: 64 });
+      const times = await helloWhile(bomb);
+      const r = await bomb;
+      assert.equal(r.outcome.error?.code, 'memory_limit', JSON.stringify(r.outcome.error));
+      assert.ok(times.length >= 0);
+      const single = await run('js', 'export default () => new ArrayBuffer(2 ** 32).byteLength;', null, { memMB: 64 });
+      assert.equal(single.outcome.error?.code, 'memory_limit', JSON.stringify(single.outcome.error));
+    });
+
+    it('a Wasm memory.grow bomb ends as memory_limit (JS API and inside Wasm)', async () => {
+      const js = run('js', 'export default () => { const m = new WebAssembly.Memory({ initial: 1 }); for (;;) { m.grow(16); new Uint8Array(m.buffer).fill(1); } };', null, { memMB: 64 });
+      const times = await helloWhile(js);
+      const r = await js;
+      assert.equal(r.outcome.error?.code, 'memory_limit', JSON.stringify(r.outcome.error));
+      assert.ok(times.length > 0);
+      const inside = await run('wasm', WASM_GROW_BOMB, {}, { memMB: 64 });
+      assert.equal(inside.outcome.error?.code, 'memory_limit', JSON.stringify(inside.outcome.error));
+      const many = await run('js', 'export default () => { const all = []; for (;;) all.push(new WebAssembly.Memory({ initial: 16, maximum: 16 })); };', null, { memMB: 64 });
+      assert.equal(many.outcome.error?.code, 'memory_limit', JSON.stringify(many.outcome.error));
+    });
+
+    it('a client kill ends the run promptly as killed', async () => {
+      const controller = new AbortController();
+      const pending = run('js', 'export default () => new Promise((r) => setTimeout(r, 5000));', null, {}, { signal: controller.signal });
+      setTimeout(() => controller.abort(new WorkloadAbort('killed')), 100);
+      const r = await pending;
+      assert.equal(r.outcome.error?.code, 'killed');
+      assert.ok(r.ms < 600, `ended after ${r.ms.toFixed(0)} ms`);
+    });
+
+    it('hello still works after all that', async () => {
+      await hello('after');
+    });
+  });
+
+  describe('host crashes', () => {
+    it('a killed isolate host gives sandbox_crashed to its in-flight runs, and is restarted', async () => {
+      const before = hostPids();
+      assert.ok(before.length > 0, 'the hosts are found by their tag');
+      const inFlight = run('js', 'export default () => new Promise((r) => setTimeout(r, 5000));');
+      await new Promise((r) => setTimeout(r, 200));
+      for (const pid of before) process.kill(pid, 'SIGKILL');
+      const r = await inFlight;
+      assert.equal(r.outcome.error?.code, 'sandbox_crashed', JSON.stringify(r.outcome.error));
+      assert.ok(r.ms < 2000);
+      await hello('recovered');
+      const afterPids = hostPids();
+      assert.ok(afterPids.length > 0 && afterPids.every((p) => !before.includes(p)), 'new host processes run');
+    });
+  });
+});
+
+/** ECMAScript globals plus what the bootstrap adds (console, timers, fetch). */
+const STANDARD_GLOBALS = [
+  'Object', 'Function', 'Array', 'Number', 'parseFloat', 'parseInt', 'Infinity', 'NaN', 'undefined', 'Boolean', 'String', 'Symbol', 'Date', 'Promise', 'RegExp', 'Error',
+  'AggregateError', 'EvalError', 'RangeError', 'ReferenceError', 'SyntaxError', 'TypeError', 'URIError', 'globalThis', 'JSON', 'Math', 'Intl', 'ArrayBuffer',
+  'Uint8Array', 'Int8Array', 'Uint16Array', 'Int16Array', 'Uint32Array', 'Int32Array', 'Float32Array', 'Float64Array', 'Uint8ClampedArray', 'BigUint64Array',
+  'BigInt64Array', 'DataView', 'Map', 'BigInt', 'Set', 'WeakMap', 'WeakSet', 'Proxy', 'Reflect', 'FinalizationRegistry', 'WeakRef', 'decodeURI',
+  'decodeURIComponent', 'encodeURI', 'encodeURIComponent', 'escape', 'unescape', 'eval', 'isFinite', 'isNaN', 'console', 'WebAssembly',
+  'setTimeout', 'setInterval', 'clearTimeout', 'clearInterval', 'queueMicrotask', 'fetch',
+];

@@ -1,0 +1,65 @@
+/**
+ * The namespace backend against real bubblewrap and real cgroups: the shared conformance
+ * suite, plus what is particular to it.
+ */
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { describe, it } from 'node:test';
+import * as tar from 'tar';
+import { createBackend } from '../../src/backends/namespace/index.js';
+import { createHarness } from '../../src/backends/conformance/harness.js';
+import { describeWorkloadConformance } from '../../src/backends/conformance/workload-suite.js';
+import { cgroupsLeft, processesWith, tempDir, testConfig, testContext } from '../helpers/context.js';
+
+describeWorkloadConformance('namespace', {
+  create: () => Promise.resolve(createBackend(testContext())),
+  leftovers: () => Promise.resolve([...cgroupsLeft('ns-'), ...processesWith('bwrap', '/vulcan/')]),
+});
+
+describe('namespace: particulars', () => {
+  it('runs a code_archive entrypoint that imports a sibling module', async () => {
+    const src = tempDir();
+    fs.mkdirSync(path.join(src, 'pkg'));
+    fs.writeFileSync(path.join(src, 'pkg', 'helper.py'), 'def double(x):\n    return 2 * x\n');
+    fs.writeFileSync(path.join(src, 'pkg', 'main.py'), 'from helper import double\ndef main(i):\n    return double(i)\n');
+    const tgz = path.join(src, 'code.tgz');
+    await tar.create({ gzip: true, file: tgz, cwd: src }, ['pkg']);
+    const h = createHarness(createBackend(testContext()));
+    try {
+      const rec = await h.run({ runtime: 'python', code_archive: fs.readFileSync(tgz).toString('base64'), entrypoint: 'pkg/main.py', input: 21 });
+      assert.equal(rec.status, 'completed', JSON.stringify(rec));
+      assert.equal(rec.output, 42);
+    } finally {
+      await h.close();
+      fs.rmSync(src, { recursive: true, force: true });
+    }
+  });
+
+  it('the sandbox runs as an unprivileged user with no capabilities and no_new_privs', async () => {
+    const h = createHarness(createBackend(testContext()));
+    try {
+      const rec = await h.run({ runtime: 'sh', code: 'id -u\ngrep -E "^(CapEff|NoNewPrivs)" /proc/self/status\nhostname\n' });
+      assert.equal(rec.status, 'completed', JSON.stringify(rec));
+      assert.match(rec.stdout, /^1000$/m);
+      assert.match(rec.stdout, /^CapEff:\s+0+$/m);
+      assert.match(rec.stdout, /^NoNewPrivs:\s+1$/m);
+      assert.match(rec.stdout, /^vulcan$/m);
+    } finally {
+      await h.close();
+    }
+  });
+
+  it('reports itself unavailable, with the reason, when its native helper is missing', async () => {
+    const dir = tempDir();
+    const runners = path.join(dir, 'src', 'backends', 'namespace', 'runners');
+    fs.mkdirSync(runners, { recursive: true });
+    const real = path.join(testConfig().installDir, 'src', 'backends', 'namespace', 'runners');
+    for (const f of fs.readdirSync(real)) fs.copyFileSync(path.join(real, f), path.join(runners, f));
+    const backend = createBackend(testContext(undefined, testConfig(undefined, { installDir: dir })));
+    const av = await backend.probe();
+    assert.equal(av.available, false);
+    assert.match(av.available ? '' : av.reason, /vulcan-cgexec is missing/);
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+});
