@@ -513,7 +513,12 @@ static void run_one(struct run *r) {
     pf[n++] = (struct pollfd){.fd = err_fd, .events = POLLIN};
     pf[n++] = (struct pollfd){.fd = res_fd, .events = POLLIN};
     pf[n++] = (struct pollfd){.fd = in_fd, .events = POLLOUT};
-    int timeout = -1;
+    /* While it runs, look at pids.events every 100 ms: a fork bomb that catches EAGAIN would otherwise spin until the timeout. */
+    int timeout = 100;
+    if (!exited && read_counter(CG "/pids.events", "max") > 0) {
+      flags |= X_PIDS;
+      write_file(CG "/cgroup.kill", "1");
+    }
     if (exited) {
       uint64_t t = now_ms();
       if (t >= drain_deadline) break;

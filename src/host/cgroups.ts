@@ -251,28 +251,29 @@ class CgroupImpl implements Cgroup {
     throw new Error(`cgroup ${this.name} did not ${want ? 'freeze' : 'thaw'}`);
   }
 
-  async killAll(): Promise<void> {
+  /** One kill at a time per group: overlapping freeze/thaw cycles could leave it frozen. */
+  private killing: Promise<void> | undefined;
+
+  killAll(): Promise<void> {
+    this.killing ??= this.killOnce().finally(() => {
+      this.killing = undefined;
+    });
+    return this.killing;
+  }
+
+  private async killOnce(): Promise<void> {
+    // The common case: the workload exited and took its processes with it.
+    if (Object.values(this.dirs).every((d) => readPids(d).length === 0)) return;
     if (this.l.version === 'v2' && fs.existsSync(path.join(this.dirs.memory, 'cgroup.kill'))) {
       fs.writeFileSync(path.join(this.dirs.memory, 'cgroup.kill'), '1');
     } else {
-      // Freeze first so a fork bomb cannot outrun the kill loop, then kill and thaw so
-      // the SIGKILLs are delivered.
+      // Freeze first so a fork bomb cannot outrun the kill loop, then kill, and always thaw
+      // so the SIGKILLs are delivered.
       try {
-        await this.freeze();
-      } catch {
-        // an empty or dying group may not report frozen; kill anyway
-      }
-      for (const pid of readPids(this.dirs.pids)) {
-        try {
-          process.kill(pid, 'SIGKILL');
-        } catch {
-          // already gone
-        }
-      }
-      try {
-        await this.thaw();
-      } catch {
-        // ignore: the tasks are dead or dying
+        await this.freeze().catch(() => undefined);
+        for (const pid of readPids(this.dirs.pids)) tryKill(pid);
+      } finally {
+        await this.thaw().catch(() => undefined);
       }
     }
     for (let i = 0; i < 500; i++) {

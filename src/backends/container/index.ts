@@ -1,5 +1,5 @@
-// Placeholder until the container backend lands: it reports itself unavailable and runs nothing.
-import { createUnimplementedBackend } from '../unimplemented.js';
 import type { BackendFactory } from '../registry.js';
+import { ContainerBackend } from './container-backend.js';
 
-export const createBackend: BackendFactory = () => createUnimplementedBackend('container');
+/** The container backend: the Docker (or Podman) Engine API over a unix socket. */
+export const createBackend: BackendFactory = (ctx) => new ContainerBackend(ctx);

@@ -20,31 +20,34 @@ import type { Limits } from '../../core/limits.js';
 import type { JsonValue, Runtime } from '../../core/types.js';
 import { cgroupSupport, createCgroup, reapStaleCgroups, type Cgroup } from '../../host/cgroups.js';
 import { RUNTIME_IMAGES } from '../../images/builtins.js';
-import { parseRunnerMessage, type RunnerMessage } from '../namespace/result-channel.js';
 import { bundleConfig } from './bundle.js';
-import { isCodeRuntime, preparePayload, runnersDir, unmountIfMounted, type Payload } from './payload.js';
-import { choosePlatform, findRunsc, runscVersion, type RunscPlatform } from './runsc.js';
+import { isCodeRuntime, preparePayload, readRunnerReport, runnersDir, unmountIfMounted, watchReady, type Payload } from './payload.js';
+import { findRunsc, platformCandidates, runscVersion, type RunscPlatform } from './runsc.js';
 
 const execFileP = promisify(execFile);
 
 const RUNTIMES = ['python', 'node', 'sh', 'oci'] as const satisfies readonly Runtime[];
 /** cgroup names of this backend start with this, so reconciliation finds only ours. */
 const CGROUP_PREFIX = 'gv-';
+/** How long the probe's test sandbox may take on one platform. */
+const PROBE_TIMEOUT_MS = 8_000;
 /** Host memory the sentry and gofer need beyond the code's own `mem_mb`. */
 export const GVISOR_MEMORY_OVERHEAD_MB = 64;
 /**
- * Host tasks per guest process. On ptrace every guest process costs a stub process and
- * tracer threads on the host; the host pids limit is this × `pidsMax` + a base for the
- * sentry's and gofer's own threads. The guest sees the fork fail and the sandbox dies.
+ * Host tasks per guest process. gVisor's guest processes are not host processes, so the host
+ * pids limit is this × `pidsMax` + a base for the sentry's and gofer's own threads. Measured
+ * here on ptrace: 57 host tasks idle, +9 per sleeping guest process (a stub process and its
+ * tracer threads). kvm and systrap need fewer. When the guest passes it, a fork fails in the
+ * sentry and the whole sandbox dies: `pids_limit`.
  */
-export const GVISOR_TASKS_PER_PROCESS = 4;
-export const GVISOR_BASE_TASKS = 192;
+export const GVISOR_TASKS_PER_PROCESS: Readonly<Record<RunscPlatform, number>> = { ptrace: 10, systrap: 4, kvm: 2 };
+export const GVISOR_BASE_TASKS = 96;
 
 /** The host cgroup limits that hold a sandbox whose code gets `limits`. */
-export function hostLimits(limits: Limits): { memBytes: number; pidsMax: number; cpus: number } {
+export function hostLimits(limits: Limits, platform: RunscPlatform): { memBytes: number; pidsMax: number; cpus: number } {
   return {
     memBytes: (limits.memMB + GVISOR_MEMORY_OVERHEAD_MB) * 1024 * 1024,
-    pidsMax: GVISOR_BASE_TASKS + GVISOR_TASKS_PER_PROCESS * limits.pidsMax,
+    pidsMax: GVISOR_BASE_TASKS + GVISOR_TASKS_PER_PROCESS[platform] * limits.pidsMax,
     cpus: limits.cpus,
   };
 }
@@ -76,22 +79,35 @@ export class GvisorBackend implements Backend {
       if (!fs.existsSync(path.join(runnersDir(this.ctx.config.installDir), 'runner.py'))) return { available: false, reason: `the runners are missing from ${runnersDir(this.ctx.config.installDir)}` };
       const minimal = await this.ctx.images.resolve(RUNTIME_IMAGES.sh ?? 'minimal');
       if (!minimal) return { available: false, reason: 'the built-in image "minimal" is not in the image store: run setup (scripts/setup.d/30-images.sh) or `vulcan image build minimal`' };
-      const { platform, why } = await choosePlatform(runsc);
       this.runsc = runsc;
-      this.platform = platform;
-      // Start one real sandbox: proves runsc, the platform and the bundle work on this host.
-      const t0 = performance.now();
-      const out = await this.run(
-        { id: `probe${process.pid}${Date.now()}`, runtime: 'oci', image: minimal.name, cmd: ['/bin/true'], inputJson: 'null', env: {}, limits: { ...this.ctx.config.defaults, memMB: 64, timeoutMs: 20_000 } },
-        { stdout: () => undefined, stderr: () => undefined },
-        AbortSignal.timeout(30_000),
-      );
-      if (out.exitCode !== 0) {
-        this.runsc = null;
-        return { available: false, reason: `a test sandbox failed (${out.error?.message ?? `exit ${out.exitCode}`})` };
+      // A platform counts only when a real sandbox runs on it: /dev/kvm can open and still
+      // hang an old runsc (seen here: a 2022 runsc on a nested-KVM 6.18 guest spins forever).
+      const failures: string[] = [];
+      let chosen: { platform: RunscPlatform; why: string; ms: number } | undefined;
+      for (const cand of await platformCandidates(runsc)) {
+        this.platform = cand.platform;
+        const t0 = performance.now();
+        const out = await this.run(
+          { id: `probe${process.pid}${cand.platform}${Date.now()}`, runtime: 'oci', image: minimal.name, cmd: ['/bin/true'], inputJson: 'null', env: {}, limits: { ...this.ctx.config.defaults, memMB: 64, timeoutMs: PROBE_TIMEOUT_MS } },
+          { stdout: () => undefined, stderr: () => undefined },
+          AbortSignal.timeout(PROBE_TIMEOUT_MS),
+        );
+        if (out.exitCode === 0) {
+          chosen = { platform: cand.platform, why: [cand.why, ...failures].join('; '), ms: performance.now() - t0 };
+          break;
+        }
+        failures.push(`${cand.platform} failed its test sandbox (${out.error?.message ?? `exit ${out.exitCode}`})`);
       }
+      if (!chosen) {
+        this.runsc = null;
+        return { available: false, reason: `no gVisor platform works here: ${failures.join('; ')}` };
+      }
+      this.platform = chosen.platform;
+      const platform = chosen.platform;
+      const why = chosen.why;
+      const t0 = chosen.ms;
       const version = await runscVersion(runsc);
-      return { available: true, info: { runsc: version, platform, platformWhy: why, cgroup: cg.version, probeMs: String(Math.round(performance.now() - t0)) } };
+      return { available: true, info: { runsc: version, platform, platformWhy: why, cgroup: cg.version, probeMs: String(Math.round(t0)) } };
     } catch (err) {
       this.runsc = null;
       return { available: false, reason: `probe failed: ${(err as Error).message}` };
@@ -143,7 +159,7 @@ export class GvisorBackend implements Backend {
     const payload = await preparePayload(workDir, spec, image, this.ctx.config.installDir);
     let cgroup: Cgroup | undefined;
     try {
-      cgroup = await createCgroup(`${CGROUP_PREFIX}${spec.id}`, hostLimits(spec.limits));
+      cgroup = await createCgroup(`${CGROUP_PREFIX}${spec.id}`, hostLimits(spec.limits, this.platform));
       const bundleDir = path.join(workDir, 'bundle');
       fs.mkdirSync(bundleDir, { mode: 0o700 });
       const config = bundleConfig({ rootfsDir: image.rootfsDir, argv: payload.argv, env: payload.env, cwd: payload.cwd, inDir: payload.inDir, outDir: payload.outDir, limits: spec.limits, hostname: 'vulcan' });
@@ -194,16 +210,7 @@ export class GvisorBackend implements Backend {
     else signal.addEventListener('abort', onAbort, { once: true });
 
     // The runner's first line ("ready") marks when the code starts; the gofer writes it to the host tmpfs.
-    let watcher: fs.FSWatcher | undefined;
-    if (payload.hasRunner) {
-      try {
-        watcher = fs.watch(payload.outDir, () => {
-          if (readyAt === undefined && payload.readResult().startsWith('{"t":"ready"}')) readyAt = performance.now();
-        });
-      } catch {
-        watcher = undefined;
-      }
-    }
+    const stopWatch = watchReady(payload, () => (readyAt ??= performance.now()));
     const pidsTimer = setInterval(() => {
       if (!pidsHit && cgroup.stats().pidsMaxHits > 0) {
         pidsHit = true;
@@ -221,7 +228,7 @@ export class GvisorBackend implements Backend {
       child.on('close', (c, s) => resolve({ code: c, signal: s }));
     }).finally(() => {
       clearInterval(pidsTimer);
-      watcher?.close();
+      stopWatch();
       signal.removeEventListener('abort', onAbort);
     });
     const end = performance.now();
@@ -229,21 +236,10 @@ export class GvisorBackend implements Backend {
     await cgroup.killAll().catch(() => undefined);
     const stats = cgroup.stats();
 
-    let result: RunnerMessage | undefined;
-    let channelError: WorkloadError | undefined;
-    if (payload.hasRunner) {
-      for (const line of payload.readResult().split('\n')) {
-        if (line.trim() === '') continue;
-        try {
-          const msg = parseRunnerMessage(line);
-          if (msg.t === 'ready') readyAt ??= end;
-          else result ??= msg;
-        } catch (err) {
-          channelError = { code: 'output_invalid', message: `the runner sent a bad result: ${(err as Error).message}` };
-          break;
-        }
-      }
-    }
+    const report = readRunnerReport(payload);
+    if (report.ready) readyAt ??= end;
+    const result = report.result;
+    const channelError: WorkloadError | undefined = report.invalid === undefined ? undefined : { code: 'output_invalid', message: report.invalid };
     const startMs = (readyAt ?? end) - t0;
     const execMs = readyAt === undefined ? 0 : end - readyAt;
 

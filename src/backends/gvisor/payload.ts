@@ -16,6 +16,7 @@ import { promisify } from 'node:util';
 import type { RunSpec } from '../../core/backend.js';
 import type { ImageRef } from '../../core/images.js';
 import type { Runtime } from '../../core/types.js';
+import { parseRunnerMessage, type RunnerMessage } from '../namespace/result-channel.js';
 
 const execFileP = promisify(execFile);
 
@@ -180,4 +181,48 @@ export async function preparePayload(workDir: string, spec: RunSpec, image: Imag
     await dispose();
     throw err;
   }
+}
+
+/** Calls `onReady` once, when the runner's "ready" line lands in the result file. Returns a stop function. */
+export function watchReady(payload: Payload, onReady: () => void): () => void {
+  if (!payload.hasRunner) return () => undefined;
+  let fired = false;
+  let watcher: fs.FSWatcher | undefined;
+  try {
+    watcher = fs.watch(payload.outDir, () => {
+      if (!fired && payload.readResult().startsWith('{"t":"ready"}')) {
+        fired = true;
+        onReady();
+      }
+    });
+    watcher.on('error', () => undefined);
+  } catch {
+    watcher = undefined;
+  }
+  return () => watcher?.close();
+}
+
+/** What the runner reported, read from the result file after the sandbox ended. */
+export interface RunnerReport {
+  readonly ready: boolean;
+  readonly result?: RunnerMessage;
+  /** Set when the file held something that is not a runner message. */
+  readonly invalid?: string;
+}
+
+export function readRunnerReport(payload: Payload): RunnerReport {
+  if (!payload.hasRunner) return { ready: false };
+  let ready = false;
+  let result: RunnerMessage | undefined;
+  for (const line of payload.readResult().split('\n')) {
+    if (line.trim() === '') continue;
+    try {
+      const msg = parseRunnerMessage(line);
+      if (msg.t === 'ready') ready = true;
+      else result ??= msg;
+    } catch (err) {
+      return { ready, ...(result ? { result } : {}), invalid: `the runner sent a bad result: ${(err as Error).message}` };
+    }
+  }
+  return { ready, ...(result ? { result } : {}) };
 }

@@ -42,16 +42,19 @@ export async function supportedPlatforms(runsc: string): Promise<RunscPlatform[]
 }
 
 /**
- * Chooses the platform: kvm where /dev/kvm works and runsc has it, systrap where this
- * runsc has it, ptrace otherwise. Env `VULCAN_GVISOR_PLATFORM` forces one.
+ * The platforms to try, best first: kvm where /dev/kvm opens and runsc has it, systrap where
+ * this runsc has it, ptrace always. Env `VULCAN_GVISOR_PLATFORM` forces one. The backend's
+ * probe keeps the first on which a test sandbox really runs.
  */
-export async function choosePlatform(runsc: string, env: NodeJS.ProcessEnv = process.env): Promise<{ platform: RunscPlatform; why: string }> {
+export async function platformCandidates(runsc: string, env: NodeJS.ProcessEnv = process.env): Promise<{ platform: RunscPlatform; why: string }[]> {
   const forced = env.VULCAN_GVISOR_PLATFORM;
-  if (forced === 'kvm' || forced === 'systrap' || forced === 'ptrace') return { platform: forced, why: 'VULCAN_GVISOR_PLATFORM' };
+  if (forced === 'kvm' || forced === 'systrap' || forced === 'ptrace') return [{ platform: forced, why: 'set by VULCAN_GVISOR_PLATFORM' }];
   const have = await supportedPlatforms(runsc);
-  if (have.includes('kvm') && kvmUsable()) return { platform: 'kvm', why: '/dev/kvm is usable' };
-  if (have.includes('systrap')) return { platform: 'systrap', why: `no usable /dev/kvm; this runsc has systrap` };
-  return { platform: 'ptrace', why: `no usable /dev/kvm and this runsc has no systrap (it offers ${have.join(', ') || 'ptrace'})` };
+  const out: { platform: RunscPlatform; why: string }[] = [];
+  if (have.includes('kvm') && kvmUsable()) out.push({ platform: 'kvm', why: '/dev/kvm is usable' });
+  if (have.includes('systrap')) out.push({ platform: 'systrap', why: kvmUsable() ? 'this runsc has systrap' : 'no usable /dev/kvm; this runsc has systrap' });
+  out.push({ platform: 'ptrace', why: `ptrace: this runsc offers ${have.join(', ') || 'ptrace'}${kvmUsable() ? '' : ', and /dev/kvm is not usable'}` });
+  return out;
 }
 
 /** `runsc --version`'s first line. */

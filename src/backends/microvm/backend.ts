@@ -180,7 +180,6 @@ export class MicrovmBackend implements Backend {
       if (signal.aborted) return aborted();
       throw err;
     }
-    this.#keepWarm(shape, ready);
     const notes = { vmm: ready.vmm.name, accel: ready.vmm.accel, kernel: vm.kernelRelease, start: vm.start };
     let startedAt = Number.NaN;
     try {
@@ -210,6 +209,8 @@ export class MicrovmBackend implements Backend {
       return { exitCode: null, error: { code: 'sandbox_crashed', message: `the VM stopped during the run${tail ? `: ${tail}` : ''}` }, startMs, execMs, notes };
     } finally {
       await vm.handle.destroy();
+      // Refill after the run, not during it: on a small host a restore competes with the workload for CPU.
+      this.#keepWarm(shape, ready);
     }
   }
 

@@ -97,8 +97,6 @@ export function qemuArgs(cfg: VmConfig, accel: Accel, kernelArgs: readonly strin
   ];
   if (cfg.memoryFile) {
     args.push('-object', `memory-backend-file,id=mem,size=${cfg.memMB}M,mem-path=${cfg.memoryFile.path},share=${cfg.memoryFile.shared ? 'on' : 'off'}`);
-    // Template and clones both skip RAM in the migration stream: it lives in the file.
-    args.push('-global', 'migration.x-ignore-shared=on');
     // Without the source's run state, a clone starts running as soon as it is restored.
     args.push('-global', 'migration.store-global-state=off');
   }
@@ -115,8 +113,8 @@ export function qemuArgs(cfg: VmConfig, accel: Accel, kernelArgs: readonly strin
     args.push('-chardev', `socket,id=qmp,path=${sockets.qmp}`, '-mon', 'chardev=qmp,mode=control');
   }
   if (cfg.restoreFrom) {
-    // fd 3 of QEMU is the state file (see spawn's stdio); no helper process is needed.
-    args.push('-incoming', 'fd:3');
+    // The state is loaded over QMP once x-ignore-shared is set (start()).
+    args.push('-incoming', 'defer');
   }
   // seccomp: no exec, no privilege changes once the guest runs. Templates must exec `cat`
   // to save their state, so they keep spawn; they never run user code.
@@ -131,6 +129,8 @@ class Qmp {
 
   constructor(private readonly sock: net.Socket) {
     sock.setEncoding('utf8');
+    // QEMU going away (killed, crashed) is reported by its exit, not here.
+    sock.on('error', () => undefined);
     sock.on('data', (d: string) => {
       this.#buf += d;
       if (this.#buf.length > 1024 * 1024) this.sock.destroy(new Error('QMP reply too large'));
@@ -249,12 +249,13 @@ export class QemuVmm implements Vmm {
     const qmpPath = path.join(cfg.dir, 'qmp.sock');
     if (qmpPath.length > MAX_SOCKET_PATH) throw new Error(`VM directory ${cfg.dir} is too long for a unix socket path; use a shorter --data-dir`);
     const agentServer = await listen(agentPath);
-    const qmpServer = cfg.control ? await listen(qmpPath) : undefined;
+    const control = cfg.control === true || cfg.restoreFrom !== undefined;
+    const qmpServer = control ? await listen(qmpPath) : undefined;
     let stateFd: number | undefined;
     let vm: QemuVm | undefined;
     try {
       if (cfg.restoreFrom) stateFd = fs.openSync(cfg.restoreFrom, 'r');
-      const argv = qemuArgs(cfg, this.accel, this.#kernelArgs, { agent: agentPath, qmp: cfg.control ? qmpPath : undefined });
+      const argv = qemuArgs(cfg, this.accel, this.#kernelArgs, { agent: agentPath, qmp: control ? qmpPath : undefined });
       const child = spawn(this.#binary, argv, {
         stdio: ['ignore', 'pipe', 'pipe', ...(stateFd === undefined ? [] : [stateFd])],
         detached: false,
@@ -273,10 +274,16 @@ export class QemuVmm implements Vmm {
           accept(agentServer, CONNECT_TIMEOUT_MS, vm.exited, 'the agent channel'),
           qmpServer ? accept(qmpServer, CONNECT_TIMEOUT_MS, vm.exited, 'QMP') : Promise.resolve(undefined),
         ]);
+        channel.on('error', () => undefined);
         vm.channel = channel;
         if (qmpSock) {
           vm.qmp = new Qmp(qmpSock);
-          await vm.qmp.handshake();
+          const exited = vm.exited.then((e) => Promise.reject(new Error(`QEMU exited (code ${e.code}, signal ${e.signal}) during the QMP handshake`)));
+          await Promise.race([vm.qmp.handshake(), exited]);
+          // Template and clones both leave RAM out of the migration stream: it lives in the file.
+          if (cfg.memoryFile) await vm.qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'x-ignore-shared', state: true }] });
+          // fd 3 of QEMU is the state file (spawn's stdio): no helper process is needed.
+          if (cfg.restoreFrom) await vm.qmp.execute('migrate-incoming', { uri: 'fd:3' });
         }
       } finally {
         signal.removeEventListener('abort', onAbort);

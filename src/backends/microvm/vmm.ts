@@ -31,7 +31,7 @@ export interface VmConfig {
   readonly memoryFile?: { readonly path: string; readonly shared: boolean };
   /** Restore device state from this file (written by `saveState`) instead of booting. */
   readonly restoreFrom?: string;
-  /** Open a control channel, needed for `saveState`. */
+  /** Open a control channel, needed for `saveState` (implied by `restoreFrom`). */
   readonly control?: boolean;
 }
 

@@ -12,6 +12,7 @@ import type { WorkloadError, WorkloadErrorCode } from '../../core/errors.js';
 import type { JsonValue, Runtime } from '../../core/types.js';
 import { BWRAP_PATH, cgexecPathFor, spawnBwrap, type BwrapFile } from '../../host/bwrap.js';
 import { cgroupSupport, createCgroup, reapStaleCgroups, type Cgroup } from '../../host/cgroups.js';
+import { jsonToPythonLiteral } from './python-literal.js';
 import { readResultChannel, type RunnerMessage } from './result-channel.js';
 
 const RUNTIMES = ['python', 'node', 'sh'] as const satisfies readonly Runtime[];
@@ -31,7 +32,7 @@ const INLINE_ENTRY = { python: '/work/main.py', node: '/work/main.js', sh: '/wor
 function runnerArgv(runtime: NamespaceRuntime, entry: string): string[] {
   switch (runtime) {
     case 'python':
-      return ['/usr/bin/python3', '-I', '-X', 'utf8', '/vulcan/runner.py', entry];
+      return ['/usr/bin/python3', '-I', '-S', '-X', 'utf8', '/vulcan/runner.py', entry];
     case 'node':
       return ['/usr/bin/node', '--experimental-detect-module', '--disable-warning=ExperimentalWarning', '/vulcan/runner.mjs', entry];
     case 'sh':
@@ -113,9 +114,10 @@ export class NamespaceBackend implements Backend {
   }
 
   private async runInCgroup(spec: RunSpec, runtime: NamespaceRuntime, cgroup: Cgroup, io: RunIO, signal: AbortSignal, t0: number): Promise<RunOutcome> {
+    const pyInput = runtime === 'python' ? jsonToPythonLiteral(spec.inputJson) : null;
     const files: BwrapFile[] = [
       { dest: `/vulcan/${RUNNER_FILES[runtime]}`, data: this.runners[runtime] },
-      { dest: '/vulcan/input.json', data: spec.inputJson },
+      pyInput === null ? { dest: '/vulcan/input.json', data: spec.inputJson } : { dest: '/vulcan/input.py', data: pyInput },
     ];
     let argv: string[];
     const code = spec.code;

@@ -22,9 +22,9 @@ const FRESH_PER_MEM = 2;
 /** Memory limits (MiB) that keep fresh isolates; the least recently used drops out. */
 const FRESH_MEM_KEYS = 3;
 /** Idle isolates kept per code hash and memory limit. */
-const IDLE_PER_KEY = 4;
+const IDLE_PER_KEY = 16;
 /** Idle isolates kept in all. */
-const IDLE_TOTAL = 32;
+const IDLE_TOTAL = 64;
 /** An isolate is not reused after this many runs… */
 const MAX_RUNS_PER_ISOLATE = 500;
 /** …or when a finished run left its heap above this share of the limit. */

@@ -1,0 +1,153 @@
+/**
+ * Benchmark rows of the isolate backend, through the HTTP API, each beside its raw floor
+ * measured in the same run:
+ * - cold start (new code each request) and warm start (the same code again): client-side
+ *   latency of `POST /v1/workloads`, next to isolated-vm in-process (bench/floors/isolate-floor.ts);
+ * - hello-world throughput with 50 concurrent clients, next to a bare Node HTTP server that
+ *   returns a constant, driven by the same load loop (undici, keep-alive).
+ */
+import { spawn } from 'node:child_process';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Pool, request } from 'undici';
+import { summarize, timeSerial } from '../stats.js';
+import type { BenchContext, BenchRow } from '../types.js';
+
+const HELLO = 'export default (input) => ({ hello: input.name })';
+const CLIENTS = 50;
+
+async function post(url: string, code: string): Promise<void> {
+  const res = await request(`${url}/v1/workloads`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ runtime: 'js', isolation: 'isolate', code, input: { name: 'bench' } }),
+  });
+  const body = (await res.body.json()) as { status?: string; output?: { hello?: string } };
+  if (res.statusCode !== 200 || body.status !== 'completed' || body.output?.hello !== 'bench') {
+    throw new Error(`isolate hello world did not complete: HTTP ${res.statusCode} ${JSON.stringify(body).slice(0, 300)}`);
+  }
+}
+
+/** Runs the in-process floor in a child (isolated-vm needs --no-node-snapshot). */
+async function floor(samples: number): Promise<{ cold: number[]; warm: number[] }> {
+  const script = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'floors', 'isolate-floor.js');
+  const child = spawn(process.execPath, ['--no-node-snapshot', script, String(samples)], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (c: Buffer) => (out += c.toString()));
+  child.stderr.on('data', (c: Buffer) => (err += c.toString()));
+  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+  if (code !== 0) throw new Error(`isolate floor failed (exit ${String(code)}): ${err.trim()}`);
+  return JSON.parse(out) as { cold: number[]; warm: number[] };
+}
+
+/** Requests per second that `clients` keep-alive loops get from `fire` over `seconds`. */
+async function throughput(origin: string, seconds: number, fire: (pool: Pool) => Promise<void>): Promise<number> {
+  const pool = new Pool(origin, { connections: CLIENTS, pipelining: 1 });
+  try {
+    // A short warm-up fills the connection pool and the backend's warm isolates.
+    const warmUntil = performance.now() + 500;
+    await Promise.all(Array.from({ length: CLIENTS }, async () => {
+      while (performance.now() < warmUntil) await fire(pool);
+    }));
+    let done = 0;
+    const t0 = performance.now();
+    const until = t0 + seconds * 1000;
+    await Promise.all(Array.from({ length: CLIENTS }, async () => {
+      while (performance.now() < until) {
+        await fire(pool);
+        done++;
+      }
+    }));
+    return done / ((performance.now() - t0) / 1000);
+  } finally {
+    await pool.close();
+  }
+}
+
+/** A bare Node HTTP server returning a constant, in its own process, on a random port. */
+async function bareServer(): Promise<{ origin: string; close: () => void }> {
+  const code = "const s=require('http').createServer((q,r)=>{q.resume();q.on('end',()=>r.end('ok'))});s.listen(0,'127.0.0.1',()=>console.log(s.address().port))";
+  const child = spawn(process.execPath, ['-e', code], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const port = await new Promise<number>((resolve, reject) => {
+    child.stdout.once('data', (c: Buffer) => resolve(Number(c.toString().trim())));
+    child.once('exit', (c) => reject(new Error(`bare server exited (${String(c)})`)));
+  });
+  return { origin: `http://127.0.0.1:${port}`, close: () => child.kill('SIGKILL') };
+}
+
+export async function benchIsolate(ctx: BenchContext): Promise<BenchRow[]> {
+  const n = ctx.samples;
+  ctx.progress('isolate: raw floor (isolated-vm in-process)');
+  const raw = await floor(n);
+
+  ctx.progress('isolate: cold start (new code each request)');
+  await post(ctx.url, HELLO); // hosts and warm pools up
+  const run = Date.now();
+  const cold = await timeSerial(n, (i) => post(ctx.url, `${HELLO} // cold ${run}-${i}`));
+
+  ctx.progress('isolate: warm start (the same code again)');
+  for (let i = 0; i < 5; i++) await post(ctx.url, HELLO);
+  const warm = await timeSerial(n, () => post(ctx.url, HELLO));
+
+  ctx.progress(`isolate: throughput, ${CLIENTS} clients`);
+  const seconds = ctx.quick ? 2 : 5;
+  const body = JSON.stringify({ runtime: 'js', isolation: 'isolate', code: HELLO, input: { name: 'bench' } });
+  const api = await throughput(ctx.url, seconds, async (pool) => {
+    const res = await pool.request({ path: '/v1/workloads', method: 'POST', headers: { 'content-type': 'application/json' }, body });
+    const text = await res.body.text();
+    if (res.statusCode !== 200 || !text.includes('"completed"')) throw new Error(`throughput request failed: HTTP ${res.statusCode} ${text.slice(0, 200)}`);
+  });
+  const bare = await bareServer();
+  let bareRate: number;
+  try {
+    bareRate = await throughput(bare.origin, seconds, async (pool) => {
+      const res = await pool.request({ path: '/', method: 'GET' });
+      await res.body.text();
+    });
+  } finally {
+    bare.close();
+  }
+
+  const coldStats = summarize(cold);
+  const warmStats = summarize(warm);
+  const rawCold = summarize(raw.cold);
+  const rawWarm = summarize(raw.warm);
+  const apiStats = summarize([api]);
+  const bareStats = summarize([bareRate]);
+  return [
+    {
+      backend: 'isolate',
+      measure: 'cold_start',
+      unit: 'ms',
+      value: coldStats,
+      floor: { name: 'isolated-vm in-process: new isolate + context + compile + call', value: rawCold },
+      ratio: coldStats.p50 / rawCold.p50,
+      target: 'p50 ≤ 10 ms',
+      met: coldStats.p50 <= 10,
+      note: 'POST /v1/workloads, js hello world, new source each request (client-side latency)',
+    },
+    {
+      backend: 'isolate',
+      measure: 'warm_start',
+      unit: 'ms',
+      value: warmStats,
+      floor: { name: 'isolated-vm in-process: new context in a live isolate + compile + call', value: rawWarm },
+      ratio: warmStats.p50 / rawWarm.p50,
+      target: 'p50 ≤ 2 ms',
+      met: warmStats.p50 <= 2,
+      note: 'POST /v1/workloads, the same js hello world again (client-side latency)',
+    },
+    {
+      backend: 'isolate',
+      measure: 'throughput',
+      unit: 'req/s',
+      value: apiStats,
+      floor: { name: 'bare node http server returning a constant, same load loop', value: bareStats },
+      ratio: api / bareRate,
+      target: '≥ 3000 req/s',
+      met: api >= 3000,
+      note: `${CLIENTS} keep-alive clients (undici) for ${seconds} s, POST /v1/workloads js hello world`,
+    },
+  ];
+}

@@ -1,0 +1,358 @@
+/**
+ * The container backend: each workload in a fresh OCI container made through the Docker
+ * Engine API (or Podman's compatible API) over a unix socket. The OCI runtime is runc by
+ * default; runsc and kata where the daemon has them and a test container really runs.
+ *
+ * How containers are made (nothing from the request reaches binds, privileges, devices or
+ * host namespaces; the only binds are the server's own per-workload directories):
+ * NetworkMode none; CapDrop ALL; no-new-privileges; read-only root with tmpfs at /tmp and
+ * /work; Memory = MemorySwap; NanoCpus; PidsLimit; logging off (output streams over attach);
+ * labels that mark them as Vulcan's, for reconciliation.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Readable } from 'node:stream';
+import * as tar from 'tar';
+import type { Acceptance, Availability, Backend, BackendCapabilities, RunIO, RunOutcome, RunSpec } from '../../core/backend.js';
+import { WorkloadAbort } from '../../core/backend.js';
+import type { BackendContext } from '../../core/context.js';
+import type { WorkloadError } from '../../core/errors.js';
+import type { ImageRef } from '../../core/images.js';
+import type { JsonValue, Runtime } from '../../core/types.js';
+import { RUNTIME_IMAGES } from '../../images/builtins.js';
+import { SANDBOX_UID } from '../gvisor/bundle.js';
+import { isCodeRuntime, preparePayload, readRunnerReport, runnersDir, unmountIfMounted, watchReady, type Payload } from '../gvisor/payload.js';
+import { DockerClient, DockerError, dockerSocketPath, type ContainerCreateBody } from './docker-client.js';
+import { cleanupLeakedRuntime } from './leaks.js';
+
+const RUNTIMES = ['python', 'node', 'sh', 'oci'] as const satisfies readonly Runtime[];
+/** Label keys on every container Vulcan makes. */
+export const LABEL_MANAGED = 'dev.vulcan.managed';
+export const LABEL_WORKLOAD = 'dev.vulcan.workload';
+/** OCI runtimes the probe tries besides the default, when the daemon lists them. */
+const OPTIONAL_RUNTIMES = ['runsc', 'kata', 'kata-runtime', 'io.containerd.kata.v2'];
+const PROBE_TIMEOUT_MS = 30_000;
+
+export interface ContainerBackendOptions {
+  /** The OCI runtime to run workloads with. Default env `VULCAN_CONTAINER_RUNTIME`, else `runc`. */
+  readonly runtime?: string;
+}
+
+/** The daemon image of a store image: `vulcan/<name>:<first 12 hex of the digest>`. */
+export function daemonImageRef(image: ImageRef): { repo: string; tag: string; ref: string } {
+  const tag = image.digest.replace(/^sha256:/, '').slice(0, 12);
+  const repo = `vulcan/${image.name}`;
+  return { repo, tag, ref: `${repo}:${tag}` };
+}
+
+export class ContainerBackend implements Backend {
+  readonly name = 'container';
+  readonly runtimes: readonly Runtime[] = RUNTIMES;
+  readonly capabilities: BackendCapabilities = { sandboxes: false, pause: false, images: true, warmStart: false, network: false };
+  readonly ociRuntime: string;
+
+  private client: DockerClient | null = null;
+  private readonly baseDir: string;
+  private readonly loaded = new Map<string, Promise<void>>();
+  private closed = false;
+  /** What the probe found for each runtime the daemon lists. */
+  runtimeStatus: Record<string, string> = {};
+
+  constructor(
+    private readonly ctx: BackendContext,
+    opts: ContainerBackendOptions = {},
+  ) {
+    this.ociRuntime = opts.runtime ?? process.env.VULCAN_CONTAINER_RUNTIME ?? 'runc';
+    this.baseDir = path.join(ctx.config.dataDir, 'container');
+  }
+
+  get isolation(): string {
+    return `OCI container (${this.ociRuntime}) through the Docker Engine API: no network, no capabilities, read-only root, cgroups`;
+  }
+
+  private getClient(): DockerClient {
+    this.client ??= new DockerClient(dockerSocketPath());
+    return this.client;
+  }
+
+  async probe(): Promise<Availability> {
+    let socket: string;
+    try {
+      socket = dockerSocketPath();
+    } catch (err) {
+      return { available: false, reason: (err as Error).message };
+    }
+    if (!fs.existsSync(socket)) return { available: false, reason: `no Docker socket at ${socket}: start dockerd (scripts/setup.d/31-docker.sh does) or point DOCKER_HOST=unix://PATH at Docker or Podman` };
+    if (process.getuid?.() !== 0) return { available: false, reason: 'the container backend mounts a tmpfs per workload and runs as root; start the server as root' };
+    try {
+      const client = this.getClient();
+      await client.ping();
+      const [info, version] = await Promise.all([client.info(), client.version()]);
+      const minimal = await this.ctx.images.resolve(RUNTIME_IMAGES.sh ?? 'minimal');
+      if (!minimal) return { available: false, reason: 'the built-in image "minimal" is not in the image store: run setup (scripts/setup.d/30-images.sh) or `vulcan image build minimal`' };
+      if (!fs.existsSync(path.join(runnersDir(this.ctx.config.installDir), 'runner.py'))) return { available: false, reason: `the runners are missing from ${runnersDir(this.ctx.config.installDir)}` };
+      const listed = Object.keys(info.Runtimes ?? {});
+      const toTry = [...new Set(['runc', this.ociRuntime, ...OPTIONAL_RUNTIMES.filter((r) => listed.includes(r))])];
+      this.runtimeStatus = {};
+      for (const rt of toTry) {
+        if (!listed.includes(rt)) {
+          this.runtimeStatus[rt] = 'not registered with the daemon';
+          continue;
+        }
+        const why = await this.tryRuntime(rt, minimal);
+        this.runtimeStatus[rt] = why === null ? 'ok' : `unavailable: ${why}`;
+      }
+      const mine = this.runtimeStatus[this.ociRuntime] ?? 'not probed';
+      const working = Object.entries(this.runtimeStatus)
+        .filter(([, v]) => v === 'ok')
+        .map(([k]) => k);
+      if (mine !== 'ok') return { available: false, reason: `OCI runtime ${this.ociRuntime} ${mine} (set VULCAN_CONTAINER_RUNTIME to one that works here: ${working.join(', ') || 'none'})` };
+      return {
+        available: true,
+        info: {
+          daemon: `${version.Components?.some((c) => /podman/i.test(c.Name)) ? 'podman' : 'docker'} ${version.Version ?? '?'} (API ${version.ApiVersion ?? '?'})`,
+          socket,
+          runtime: this.ociRuntime,
+          runtimes: Object.entries(this.runtimeStatus)
+            .filter(([, v]) => v === 'ok')
+            .map(([k]) => k)
+            .join(','),
+          ...Object.fromEntries(Object.entries(this.runtimeStatus).map(([k, v]) => [`runtime.${k}`, v])),
+          cgroup: `${info.CgroupVersion ?? '?'} (${info.CgroupDriver ?? '?'})`,
+        },
+      };
+    } catch (err) {
+      return { available: false, reason: `the Docker daemon at ${socket} did not answer: ${(err as Error).message}` };
+    }
+  }
+
+  /** Runs `/bin/true` with runtime `rt`; null when it works, else the daemon's reason. Leaves nothing behind. */
+  private async tryRuntime(rt: string, minimal: ImageRef): Promise<string | null> {
+    const out = await this.run(
+      { id: `probe-${rt.replace(/[^a-z0-9]/gi, '')}-${process.pid}-${Date.now()}`, runtime: 'oci', image: minimal.name, cmd: ['/bin/true'], inputJson: 'null', env: {}, limits: { ...this.ctx.config.defaults, memMB: 64, timeoutMs: PROBE_TIMEOUT_MS } },
+      { stdout: () => undefined, stderr: () => undefined },
+      AbortSignal.timeout(PROBE_TIMEOUT_MS),
+      rt,
+    ).catch((err: unknown) => ({ exitCode: null, error: { code: 'backend_error' as const, message: (err as Error).message } }));
+    if (out.exitCode === 0) return null;
+    return out.error?.message ?? `exit ${out.exitCode}`;
+  }
+
+  accepts(spec: RunSpec): Acceptance {
+    if (!(RUNTIMES as readonly Runtime[]).includes(spec.runtime)) return { ok: false, reason: `container runs ${RUNTIMES.join(', ')}, not ${spec.runtime}` };
+    if (spec.runtime === 'oci' && spec.image === undefined) return { ok: false, reason: 'oci workloads need an image' };
+    return { ok: true, reason: `${spec.runtime} runs in an OCI container (${this.ociRuntime})` };
+  }
+
+  async reconcile(): Promise<void> {
+    const client = this.getClient();
+    const stale = await client.listContainers([`${LABEL_MANAGED}=true`]).catch(() => []);
+    for (const c of stale) {
+      await client.removeContainer(c.Id).catch((err: unknown) => this.ctx.log.warn({ err, id: c.Id }, 'cannot remove a stale container'));
+      await cleanupLeakedRuntime(c.Id);
+    }
+    let dirs: string[] = [];
+    try {
+      dirs = fs.readdirSync(this.baseDir).filter((d) => d.startsWith('w-'));
+    } catch {
+      // none
+    }
+    for (const d of dirs) {
+      await unmountIfMounted(path.join(this.baseDir, d, 'vulcan', 'out'));
+      fs.rmSync(path.join(this.baseDir, d), { recursive: true, force: true });
+    }
+    if (stale.length > 0 || dirs.length > 0) this.ctx.log.warn({ containers: stale.map((c) => c.Id.slice(0, 12)), dirs }, 'removed containers left by an earlier server');
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.client?.close();
+  }
+
+  /** Makes sure the daemon has `image` (a `docker import` of its tree), once per digest. */
+  private ensureImage(image: ImageRef): Promise<void> {
+    const { repo, tag, ref } = daemonImageRef(image);
+    let p = this.loaded.get(ref);
+    if (!p) {
+      p = (async () => {
+        const client = this.getClient();
+        if (await client.hasImage(ref)) return;
+        const stream = tar.create({ cwd: image.rootfsDir, portable: false, preservePaths: false, noDirRecurse: false }, ['.']) as unknown as Readable;
+        await client.importImage(stream, repo, tag);
+      })();
+      this.loaded.set(ref, p);
+      p.catch(() => this.loaded.delete(ref));
+    }
+    return p;
+  }
+
+  async run(spec: RunSpec, io: RunIO, signal: AbortSignal, runtimeOverride?: string): Promise<RunOutcome> {
+    if (this.closed) throw new Error('the container backend is closed');
+    const t0 = performance.now();
+    const imageName = spec.image ?? RUNTIME_IMAGES[spec.runtime];
+    const image = imageName === undefined ? null : await this.ctx.images.resolve(imageName);
+    if (!image) return { exitCode: null, error: { code: 'backend_error', message: `no image named ${JSON.stringify(imageName ?? '')} in the image store (image); see \`vulcan image ls\`` }, startMs: 0, execMs: 0 };
+    if (spec.runtime !== 'oci' && !isCodeRuntime(spec.runtime)) throw new Error(`container cannot run ${spec.runtime}`);
+    if (!/^[A-Za-z0-9_-]{1,80}$/.test(spec.id)) throw new Error(`bad workload id ${spec.id}`);
+    await this.ensureImage(image);
+
+    fs.mkdirSync(this.baseDir, { recursive: true, mode: 0o711 });
+    const payload = await preparePayload(path.join(this.baseDir, `w-${spec.id}`), spec, image, this.ctx.config.installDir);
+    const client = this.getClient();
+    let containerId: string | undefined;
+    const runtime = runtimeOverride ?? this.ociRuntime;
+    try {
+      containerId = await client.createContainer(`vulcan-${spec.id}`, this.createBody(spec, image, payload, runtime));
+      return await this.runContainer(client, containerId, spec, payload, runtime, io, signal, t0);
+    } catch (err) {
+      if (err instanceof DockerError) {
+        // The daemon refused the container (a runtime that cannot start here, say): a backend fault with the daemon's words.
+        return { exitCode: null, error: { code: 'backend_error', message: `the Docker daemon refused the container: ${err.message}` }, startMs: performance.now() - t0, execMs: 0 };
+      }
+      throw err;
+    } finally {
+      if (containerId !== undefined) {
+        await client.removeContainer(containerId).catch((err: unknown) => this.ctx.log.error({ err, id: spec.id }, 'cannot remove container'));
+        // runsc under dockerd can leak its shim and sandbox when start fails (see leaks.ts).
+        if (runtime !== 'runc') await cleanupLeakedRuntime(containerId);
+      }
+      await payload.dispose();
+    }
+  }
+
+  private createBody(spec: RunSpec, image: ImageRef, payload: Payload, runtime: string): ContainerCreateBody {
+    const { limits } = spec;
+    const memBytes = limits.memMB * 1024 * 1024;
+    const tmpfsOpts = `rw,nosuid,nodev,size=${limits.diskMB}m,mode=1777`;
+    return {
+      Image: daemonImageRef(image).ref,
+      Cmd: payload.argv,
+      Env: payload.env,
+      WorkingDir: payload.cwd,
+      User: `${SANDBOX_UID}:${SANDBOX_UID}`,
+      Labels: { [LABEL_MANAGED]: 'true', [LABEL_WORKLOAD]: spec.id },
+      AttachStdin: payload.stdin !== undefined,
+      AttachStdout: true,
+      AttachStderr: true,
+      OpenStdin: payload.stdin !== undefined,
+      StdinOnce: payload.stdin !== undefined,
+      Tty: false,
+      NetworkDisabled: true,
+      Hostname: 'vulcan',
+      HostConfig: {
+        NetworkMode: 'none',
+        CapDrop: ['ALL'],
+        SecurityOpt: ['no-new-privileges'],
+        ReadonlyRootfs: true,
+        Tmpfs: { '/tmp': tmpfsOpts, '/work': tmpfsOpts },
+        // The only binds: the server's own workload dirs. Never anything from the request.
+        Binds: [`${payload.inDir}:/vulcan:ro`, `${payload.outDir}:/vulcan/out:rw`],
+        Memory: memBytes,
+        MemorySwap: memBytes,
+        NanoCpus: Math.round(limits.cpus * 1e9),
+        PidsLimit: limits.pidsMax,
+        Runtime: runtime,
+        LogConfig: { Type: 'none', Config: {} },
+        Privileged: false,
+        IpcMode: 'private',
+        PidMode: '',
+        Init: false,
+      },
+    };
+  }
+
+  private async runContainer(client: DockerClient, id: string, spec: RunSpec, payload: Payload, runtime: string, io: RunIO, signal: AbortSignal, t0: number): Promise<RunOutcome> {
+    let abortKind: WorkloadAbort['kind'] | undefined;
+    let readyAt: number | undefined;
+    let pidsHit = false;
+    const pidsMaxAt = (): number => pidsMaxEvents(id);
+    const onAbort = () => {
+      abortKind = signal.reason instanceof WorkloadAbort ? signal.reason.kind : 'killed';
+      void client.killContainer(id).catch(() => undefined);
+    };
+    const stopWatch = watchReady(payload, () => (readyAt ??= performance.now()));
+    const streams = await client.attach(
+      id,
+      payload.stdin !== undefined,
+      (b) => io.stdout(b),
+      (b) => io.stderr(b),
+    );
+    const waiting = client.waitContainer(id);
+    waiting.catch(() => undefined);
+    if (signal.aborted) onAbort();
+    else signal.addEventListener('abort', onAbort, { once: true });
+    const pidsTimer = setInterval(() => {
+      if (!pidsHit && pidsMaxAt() > 0) {
+        pidsHit = true;
+        void client.killContainer(id).catch(() => undefined);
+      }
+    }, 50);
+    let exitCode: number | null;
+    let startError: string | undefined;
+    try {
+      try {
+        await client.startContainer(id);
+      } catch (err) {
+        if (err instanceof DockerError) startError = err.message;
+        else throw err;
+      }
+      if (startError === undefined) {
+        if (payload.stdin !== undefined) streams.endStdin(payload.stdin);
+        const w = await waiting;
+        exitCode = w.StatusCode;
+        // The stream ends right after the exit; give it a moment to drain.
+        await Promise.race([streams.done, new Promise((r) => setTimeout(r, 2000))]);
+      } else exitCode = null;
+    } finally {
+      clearInterval(pidsTimer);
+      stopWatch();
+      signal.removeEventListener('abort', onAbort);
+      streams.destroy();
+    }
+    const end = performance.now();
+    if (startError !== undefined) return { exitCode: null, error: { code: 'backend_error', message: `the ${runtime} runtime could not start the container: ${startError}` }, startMs: end - t0, execMs: 0 };
+    const state = await client.inspectContainer(id).then((c) => c.State).catch(() => undefined);
+    if (!pidsHit && pidsMaxAt() > 0) pidsHit = true;
+
+    const report = readRunnerReport(payload);
+    if (report.ready) readyAt ??= end;
+    const result = report.result;
+    const startMs = (readyAt ?? end) - t0;
+    const execMs = readyAt === undefined ? 0 : end - readyAt;
+    const error = ((): WorkloadError | null => {
+      if (abortKind === 'timeout') return { code: 'timeout', message: `timed out after ${spec.limits.timeoutMs / 1000}s (resources.timeout_s)` };
+      if (abortKind) return { code: 'killed', message: 'killed on request' };
+      if (state?.OOMKilled) return { code: 'memory_limit', message: `went over the memory limit of ${spec.limits.memMB} MiB (resources.mem_mb)` };
+      if (pidsHit) return { code: 'pids_limit', message: `hit the limit of ${spec.limits.pidsMax} processes` };
+      if (report.invalid !== undefined) return { code: 'output_invalid', message: report.invalid };
+      if (result?.t === 'error') return { code: result.code, message: result.message };
+      if (exitCode !== 0) return { code: 'nonzero_exit', message: `exited with code ${exitCode}` };
+      return null;
+    })();
+    return {
+      exitCode: exitCode === 137 && (abortKind || state?.OOMKilled || pidsHit) ? null : exitCode,
+      ...(result?.t === 'result' ? { output: result.output as JsonValue } : {}),
+      error,
+      startMs,
+      execMs,
+      notes: {
+        runtime,
+        image: daemonImageRef({ name: spec.image ?? RUNTIME_IMAGES[spec.runtime] ?? '', digest: '', rootfsDir: '', config: {} }).repo,
+        ...(payload.hasRunner ? {} : { timings: 'oci workloads have no runner to mark when the code starts: start_ms covers the whole run' }),
+      },
+    };
+  }
+}
+
+/** How often a Docker container's cgroup refused a fork (pids.events `max`; cgroupfs driver, v1 or v2); 0 when unknown. */
+function pidsMaxEvents(id: string): number {
+  for (const p of [`/sys/fs/cgroup/pids/docker/${id}/pids.events`, `/sys/fs/cgroup/docker/${id}/pids.events`, `/sys/fs/cgroup/system.slice/docker-${id}.scope/pids.events`]) {
+    try {
+      return Number(/max (\d+)/.exec(fs.readFileSync(p, 'utf8'))?.[1] ?? 0);
+    } catch {
+      // not this layout
+    }
+  }
+  return 0;
+}
