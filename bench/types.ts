@@ -9,8 +9,8 @@ export interface BenchRow {
   readonly backend: string;
   /** What was measured: `cold_start`, `warm_start`, `throughput`, `exec_roundtrip`, … */
   readonly measure: string;
-  /** Unit of `value` and `floor.value`: `ms` or `req/s`. */
-  readonly unit: 'ms' | 'req/s' | 'MiB';
+  /** Unit of `value` and `floor.value`. */
+  readonly unit: 'ms' | 'req/s' | 'MiB' | 'tasks/s' | 'workloads';
   readonly value: Stats;
   /** The raw floor this figure is compared with (bare bwrap, bare runsc, …). */
   readonly floor?: { readonly name: string; readonly value: Stats };

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { ConflictError, NotFoundError, type LogEvent } from '../../src/sdk/index.js';
-import { cgroupsLeft, processesWith, tempDir } from '../helpers/context.js';
+import { cgroupsLeft, eventually, processesWith, tempDir } from '../helpers/context.js';
 import { spawnServer, startTestServer, type TestServer } from '../helpers/server.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -75,7 +75,7 @@ describe('API: workloads', () => {
     assert.equal(killed.error?.code, 'killed');
     await assert.rejects(server.client.kill(id), (err: unknown) => err instanceof ConflictError && err.status === 409);
     await assert.rejects(server.client.kill('01NOPE'), (err: unknown) => err instanceof NotFoundError);
-    assert.deepEqual(cgroupsLeft(`ns-${id}`), []);
+    assert.deepEqual(await eventually(() => cgroupsLeft(`ns-${id}`)), []);
   });
 
   it('a caller that hangs up on a sync run kills the workload', async () => {
@@ -119,7 +119,7 @@ describe('API: workloads', () => {
     assert.equal((await server.client.health()).status, 'ok');
     const rec = await server.client.run({ runtime: 'node', code: 'export default () => "still fine"' });
     assert.equal(rec.output, 'still fine');
-    assert.deepEqual(cgroupsLeft('ns-'), []);
+    assert.deepEqual(await eventually(() => cgroupsLeft('ns-')), []);
   });
 
   it('GET /v1/backends lists every backend with availability and reasons', async () => {
@@ -168,7 +168,7 @@ describe('API: restart reconciliation', () => {
       const rec = await second.client.get(id);
       assert.equal(rec.status, 'failed');
       assert.equal(rec.error?.code, 'host_restarted');
-      assert.deepEqual(cgroupsLeft(`ns-${id}`), [], 'the restarted server removes the dead cgroup');
+      assert.deepEqual(await eventually(() => cgroupsLeft(`ns-${id}`)), [], 'the restarted server removes the dead cgroup');
       const next = await second.client.run({ runtime: 'sh', code: 'echo ok\n' });
       assert.equal(next.stdout, 'ok\n');
     } finally {

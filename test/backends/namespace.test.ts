@@ -10,11 +10,11 @@ import * as tar from 'tar';
 import { createBackend } from '../../src/backends/namespace/index.js';
 import { createHarness } from '../../src/backends/conformance/harness.js';
 import { describeWorkloadConformance } from '../../src/backends/conformance/workload-suite.js';
-import { cgroupsLeft, processesWith, tempDir, testConfig, testContext } from '../helpers/context.js';
+import { cgroupsLeft, eventually, processesWith, tempDir, testConfig, testContext } from '../helpers/context.js';
 
 describeWorkloadConformance('namespace', {
   create: () => Promise.resolve(createBackend(testContext())),
-  leftovers: () => Promise.resolve([...cgroupsLeft('ns-'), ...processesWith('bwrap', '/vulcan/')]),
+  leftovers: () => eventually(() => [...cgroupsLeft('ns-'), ...processesWith('bwrap', '/vulcan/')]),
 });
 
 describe('namespace: particulars', () => {

@@ -39,3 +39,17 @@ export function processesWith(...words: string[]): string[] {
     .filter((l) => l.trim() && words.every((w) => l.includes(w)) && !l.includes('ps -eo'))
     .map((l) => `process ${l.trim()}`);
 }
+
+/**
+ * Polls `list` until it is empty or `withinMs` passes, and returns the last answer. For
+ * leftover checks: cleanup that runs just after a response (an empty cgroup's removal)
+ * gets a moment; anything still there after it is a leak.
+ */
+export async function eventually(list: () => string[] | Promise<string[]>, withinMs = 2000): Promise<string[]> {
+  const end = Date.now() + withinMs;
+  for (;;) {
+    const left = await list();
+    if (left.length === 0 || Date.now() > end) return left;
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}

@@ -18,17 +18,19 @@ import { WorkloadAbort } from '../../core/backend.js';
 import type { BackendContext } from '../../core/context.js';
 import type { WorkloadError } from '../../core/errors.js';
 import type { ImageRef } from '../../core/images.js';
+import type { Limits } from '../../core/limits.js';
 import type { JsonValue, Runtime } from '../../core/types.js';
 import { RUNTIME_IMAGES } from '../../images/builtins.js';
 import { SANDBOX_UID } from '../gvisor/bundle.js';
-import { isCodeRuntime, preparePayload, readRunnerReport, runnersDir, unmountIfMounted, watchReady, type Payload } from '../gvisor/payload.js';
-import { DockerClient, DockerError, dockerSocketPath, type ContainerCreateBody } from './docker-client.js';
+import { createSlot, fillSlot, isCodeRuntime, preparePayload, readRunnerReport, runnersDir, unmountIfMounted, watchReady, type Payload, type Slot } from '../gvisor/payload.js';
+import { DockerClient, DockerError, dockerSocketPath, type AttachedStreams, type ContainerCreateBody } from './docker-client.js';
 import { cleanupLeakedRuntime } from './leaks.js';
 
 const RUNTIMES = ['python', 'node', 'sh', 'oci'] as const satisfies readonly Runtime[];
 /** Label keys on every container Vulcan makes. */
 export const LABEL_MANAGED = 'dev.vulcan.managed';
 export const LABEL_WORKLOAD = 'dev.vulcan.workload';
+export const LABEL_POOL = 'dev.vulcan.pool';
 /** OCI runtimes the probe tries besides the default, when the daemon lists them. */
 const OPTIONAL_RUNTIMES = ['runsc', 'kata', 'kata-runtime', 'io.containerd.kata.v2'];
 const PROBE_TIMEOUT_MS = 30_000;
@@ -36,6 +38,12 @@ const PROBE_TIMEOUT_MS = 30_000;
 export interface ContainerBackendOptions {
   /** The OCI runtime to run workloads with. Default env `VULCAN_CONTAINER_RUNTIME`, else `runc`. */
   readonly runtime?: string;
+  /**
+   * Containers kept started ahead, per (image, disk size, runtime), their shell blocked on
+   * stdin until a workload takes one; 0 turns the pool off. Default env
+   * `VULCAN_CONTAINER_POOL`, else 1. A pooled container serves one workload and is removed.
+   */
+  readonly poolSize?: number;
 }
 
 /** The daemon image of a store image: `vulcan/<name>:<first 12 hex of the digest>`. */
@@ -55,6 +63,9 @@ export class ContainerBackend implements Backend {
   private readonly baseDir: string;
   private readonly loaded = new Map<string, Promise<void>>();
   private closed = false;
+  private readonly poolSize: number;
+  private readonly pool = new Map<string, WarmContainer[]>();
+  private readonly filling = new Set<string>();
   /** What the probe found for each runtime the daemon lists. */
   runtimeStatus: Record<string, string> = {};
 
@@ -63,6 +74,8 @@ export class ContainerBackend implements Backend {
     opts: ContainerBackendOptions = {},
   ) {
     this.ociRuntime = opts.runtime ?? process.env.VULCAN_CONTAINER_RUNTIME ?? 'runc';
+    const envPool = Number(process.env.VULCAN_CONTAINER_POOL ?? 1);
+    this.poolSize = Math.max(0, Math.min(16, Math.floor(opts.poolSize ?? (Number.isFinite(envPool) ? envPool : 1))));
     this.baseDir = path.join(ctx.config.dataDir, 'container');
   }
 
@@ -167,6 +180,11 @@ export class ContainerBackend implements Backend {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    // Wait for pool fills in flight, then remove every idle container.
+    for (let i = 0; i < 100 && this.filling.size > 0; i++) await new Promise((r) => setTimeout(r, 50));
+    const idle = [...this.pool.values()].flat();
+    this.pool.clear();
+    await Promise.all(idle.map((w) => this.discardWarm(w)));
     await this.client?.close();
   }
 
@@ -196,15 +214,38 @@ export class ContainerBackend implements Backend {
     if (spec.runtime !== 'oci' && !isCodeRuntime(spec.runtime)) throw new Error(`container cannot run ${spec.runtime}`);
     if (!/^[A-Za-z0-9_-]{1,80}$/.test(spec.id)) throw new Error(`bad workload id ${spec.id}`);
     await this.ensureImage(image);
-
     fs.mkdirSync(this.baseDir, { recursive: true, mode: 0o711 });
+    const runtime = runtimeOverride ?? this.ociRuntime;
+    const poolable = this.poolSize > 0 && runtimeOverride === undefined && spec.runtime !== 'oci';
+    const key = `${daemonImageRef(image).ref}|${spec.limits.diskMB}|${runtime}`;
+    const warm = poolable ? this.takeWarm(key) : undefined;
+    if (poolable) this.refill(key, image, spec.limits.diskMB, runtime);
+    return warm ? this.runWarm(warm, spec, image, io, signal, t0) : this.runCold(spec, image, runtime, io, signal, t0);
+  }
+
+  /** A fresh container made for this workload: create, attach, start. */
+  private async runCold(spec: RunSpec, image: ImageRef, runtime: string, io: RunIO, signal: AbortSignal, t0: number): Promise<RunOutcome> {
     const payload = await preparePayload(path.join(this.baseDir, `w-${spec.id}`), spec, image, this.ctx.config.installDir);
     const client = this.getClient();
     let containerId: string | undefined;
-    const runtime = runtimeOverride ?? this.ociRuntime;
     try {
-      containerId = await client.createContainer(`vulcan-${spec.id}`, this.createBody(spec, image, payload, runtime));
-      return await this.runContainer(client, containerId, spec, payload, runtime, io, signal, t0);
+      containerId = await client.createContainer(
+        `vulcan-${spec.id}`,
+        this.createBody({ image, argv: payload.argv, env: payload.env, cwd: payload.cwd, inDir: payload.inDir, outDir: payload.outDir, limits: spec.limits, runtime, stdin: payload.stdin !== undefined, labels: { [LABEL_WORKLOAD]: spec.id } }),
+      );
+      const id = containerId;
+      const streams = await client.attach(
+        id,
+        payload.stdin !== undefined,
+        (b) => io.stdout(b),
+        (b) => io.stderr(b),
+      );
+      const waiting = client.waitContainer(id);
+      waiting.catch(() => undefined);
+      return await this.execute(client, id, streams, waiting, payload, spec, runtime, signal, t0, async () => {
+        await client.startContainer(id);
+        if (payload.stdin !== undefined) streams.endStdin(payload.stdin);
+      });
     } catch (err) {
       if (err instanceof DockerError) {
         // The daemon refused the container (a runtime that cannot start here, say): a backend fault with the daemon's words.
@@ -221,22 +262,113 @@ export class ContainerBackend implements Backend {
     }
   }
 
-  private createBody(spec: RunSpec, image: ImageRef, payload: Payload, runtime: string): ContainerCreateBody {
-    const { limits } = spec;
-    const memBytes = limits.memMB * 1024 * 1024;
-    const tmpfsOpts = `rw,nosuid,nodev,size=${limits.diskMB}m,mode=1777`;
+  /** A pre-started container whose shell waits on stdin: fill its slot, set the limits, say go. */
+  private async runWarm(w: WarmContainer, spec: RunSpec, image: ImageRef, io: RunIO, signal: AbortSignal, t0: number): Promise<RunOutcome> {
+    const client = this.getClient();
+    try {
+      const payload = fillSlot(w.slot, spec, image, this.ctx.config.installDir);
+      fs.writeFileSync(path.join(w.slot.inDir, 'start.sh'), startScript(payload), { mode: 0o644 });
+      w.io = io;
+      const memBytes = spec.limits.memMB * 1024 * 1024;
+      return await this.execute(client, w.id, w.streams, w.waiting, payload, spec, w.runtime, signal, t0, async () => {
+        await client.updateContainer(w.id, { Memory: memBytes, MemorySwap: memBytes, NanoCpus: Math.round(spec.limits.cpus * 1e9), PidsLimit: spec.limits.pidsMax });
+        w.streams.endStdin(`go\n${payload.stdin ?? ''}`);
+      });
+    } finally {
+      await client.removeContainer(w.id).catch((err: unknown) => this.ctx.log.error({ err, id: spec.id }, 'cannot remove container'));
+      w.streams.destroy();
+      await w.slot.dispose();
+    }
+  }
+
+  private takeWarm(key: string): WarmContainer | undefined {
+    const list = this.pool.get(key) ?? [];
+    while (list.length > 0) {
+      const w = list.shift();
+      if (w && !w.exited) return w;
+      if (w) void this.discardWarm(w);
+    }
+    return undefined;
+  }
+
+  /** Tops the pool for `key` up to `poolSize` in the background. */
+  private refill(key: string, image: ImageRef, diskMB: number, runtime: string): void {
+    if (this.closed || this.filling.has(key)) return;
+    this.filling.add(key);
+    void (async () => {
+      try {
+        let list = this.pool.get(key);
+        if (!list) this.pool.set(key, (list = []));
+        while (!this.closed && list.length < this.poolSize) {
+          const w = await this.createWarm(image, diskMB, runtime);
+          if (this.closed) {
+            await this.discardWarm(w);
+            break;
+          }
+          list.push(w);
+        }
+      } catch (err) {
+        this.ctx.log.warn({ err, key }, 'cannot pre-start a container; workloads start cold');
+      } finally {
+        this.filling.delete(key);
+      }
+    })();
+  }
+
+  private async createWarm(image: ImageRef, diskMB: number, runtime: string): Promise<WarmContainer> {
+    const client = this.getClient();
+    const slot = await createSlot(path.join(this.baseDir, `w-pool-${Date.now()}-${Math.random().toString(36).slice(2, 10)}`));
+    let id: string | undefined;
+    try {
+      const env = [...(image.config.env ?? ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'])];
+      id = await client.createContainer(
+        `vulcan-pool-${path.basename(slot.workDir).slice(7)}`,
+        this.createBody({ image, argv: ['/bin/sh', '-c', 'read -r _ && exec /bin/sh /vulcan/start.sh'], env, cwd: '/work', inDir: slot.inDir, outDir: slot.outDir, limits: { ...this.ctx.config.defaults, diskMB }, runtime, stdin: true, labels: { [LABEL_POOL]: 'true' } }),
+      );
+      const w: WarmContainer = { id, slot, runtime, exited: false, io: undefined, streams: undefined as unknown as AttachedStreams, waiting: Promise.resolve({ StatusCode: 0 }) };
+      w.streams = await client.attach(
+        id,
+        true,
+        (b) => w.io?.stdout(b),
+        (b) => w.io?.stderr(b),
+      );
+      w.waiting = client.waitContainer(id);
+      w.waiting.then(
+        () => (w.exited = true),
+        () => (w.exited = true),
+      );
+      await client.startContainer(id);
+      return w;
+    } catch (err) {
+      if (id !== undefined) await client.removeContainer(id).catch(() => undefined);
+      await slot.dispose();
+      throw err;
+    }
+  }
+
+  private async discardWarm(w: WarmContainer): Promise<void> {
+    w.streams.destroy();
+    await this.getClient()
+      .removeContainer(w.id)
+      .catch(() => undefined);
+    await w.slot.dispose();
+  }
+
+  private createBody(o: { image: ImageRef; argv: readonly string[]; env: readonly string[]; cwd: string; inDir: string; outDir: string; limits: Limits; runtime: string; stdin: boolean; labels: Record<string, string> }): ContainerCreateBody {
+    const memBytes = o.limits.memMB * 1024 * 1024;
+    const tmpfsOpts = `rw,nosuid,nodev,size=${o.limits.diskMB}m,mode=1777`;
     return {
-      Image: daemonImageRef(image).ref,
-      Cmd: payload.argv,
-      Env: payload.env,
-      WorkingDir: payload.cwd,
+      Image: daemonImageRef(o.image).ref,
+      Cmd: o.argv,
+      Env: o.env,
+      WorkingDir: o.cwd,
       User: `${SANDBOX_UID}:${SANDBOX_UID}`,
-      Labels: { [LABEL_MANAGED]: 'true', [LABEL_WORKLOAD]: spec.id },
-      AttachStdin: payload.stdin !== undefined,
+      Labels: { [LABEL_MANAGED]: 'true', ...o.labels },
+      AttachStdin: o.stdin,
       AttachStdout: true,
       AttachStderr: true,
-      OpenStdin: payload.stdin !== undefined,
-      StdinOnce: payload.stdin !== undefined,
+      OpenStdin: o.stdin,
+      StdinOnce: o.stdin,
       Tty: false,
       NetworkDisabled: true,
       Hostname: 'vulcan',
@@ -247,12 +379,12 @@ export class ContainerBackend implements Backend {
         ReadonlyRootfs: true,
         Tmpfs: { '/tmp': tmpfsOpts, '/work': tmpfsOpts },
         // The only binds: the server's own workload dirs. Never anything from the request.
-        Binds: [`${payload.inDir}:/vulcan:ro`, `${payload.outDir}:/vulcan/out:rw`],
+        Binds: [`${o.inDir}:/vulcan:ro`, `${o.outDir}:/vulcan/out:rw`],
         Memory: memBytes,
         MemorySwap: memBytes,
-        NanoCpus: Math.round(limits.cpus * 1e9),
-        PidsLimit: limits.pidsMax,
-        Runtime: runtime,
+        NanoCpus: Math.round(o.limits.cpus * 1e9),
+        PidsLimit: o.limits.pidsMax,
+        Runtime: o.runtime,
         LogConfig: { Type: 'none', Config: {} },
         Privileged: false,
         IpcMode: 'private',
@@ -262,28 +394,20 @@ export class ContainerBackend implements Backend {
     };
   }
 
-  private async runContainer(client: DockerClient, id: string, spec: RunSpec, payload: Payload, runtime: string, io: RunIO, signal: AbortSignal, t0: number): Promise<RunOutcome> {
+  /** Starts (via `go`), waits, and turns what happened into an outcome. */
+  private async execute(client: DockerClient, id: string, streams: AttachedStreams, waiting: Promise<{ StatusCode: number }>, payload: Payload, spec: RunSpec, runtime: string, signal: AbortSignal, t0: number, go: () => Promise<void>): Promise<RunOutcome> {
     let abortKind: WorkloadAbort['kind'] | undefined;
     let readyAt: number | undefined;
     let pidsHit = false;
-    const pidsMaxAt = (): number => pidsMaxEvents(id);
     const onAbort = () => {
       abortKind = signal.reason instanceof WorkloadAbort ? signal.reason.kind : 'killed';
       void client.killContainer(id).catch(() => undefined);
     };
     const stopWatch = watchReady(payload, () => (readyAt ??= performance.now()));
-    const streams = await client.attach(
-      id,
-      payload.stdin !== undefined,
-      (b) => io.stdout(b),
-      (b) => io.stderr(b),
-    );
-    const waiting = client.waitContainer(id);
-    waiting.catch(() => undefined);
     if (signal.aborted) onAbort();
     else signal.addEventListener('abort', onAbort, { once: true });
     const pidsTimer = setInterval(() => {
-      if (!pidsHit && pidsMaxAt() > 0) {
+      if (!pidsHit && pidsMaxEvents(id) > 0) {
         pidsHit = true;
         void client.killContainer(id).catch(() => undefined);
       }
@@ -292,13 +416,12 @@ export class ContainerBackend implements Backend {
     let startError: string | undefined;
     try {
       try {
-        await client.startContainer(id);
+        await go();
       } catch (err) {
         if (err instanceof DockerError) startError = err.message;
         else throw err;
       }
       if (startError === undefined) {
-        if (payload.stdin !== undefined) streams.endStdin(payload.stdin);
         const w = await waiting;
         exitCode = w.StatusCode;
         // The stream ends right after the exit; give it a moment to drain.
@@ -312,8 +435,11 @@ export class ContainerBackend implements Backend {
     }
     const end = performance.now();
     if (startError !== undefined) return { exitCode: null, error: { code: 'backend_error', message: `the ${runtime} runtime could not start the container: ${startError}` }, startMs: end - t0, execMs: 0 };
-    const state = await client.inspectContainer(id).then((c) => c.State).catch(() => undefined);
-    if (!pidsHit && pidsMaxAt() > 0) pidsHit = true;
+    const state = await client
+      .inspectContainer(id)
+      .then((c) => c.State)
+      .catch(() => undefined);
+    if (!pidsHit && pidsMaxEvents(id) > 0) pidsHit = true;
 
     const report = readRunnerReport(payload);
     if (report.ready) readyAt ??= end;
@@ -338,11 +464,39 @@ export class ContainerBackend implements Backend {
       execMs,
       notes: {
         runtime,
-        image: daemonImageRef({ name: spec.image ?? RUNTIME_IMAGES[spec.runtime] ?? '', digest: '', rootfsDir: '', config: {} }).repo,
+        image: `vulcan/${spec.image ?? RUNTIME_IMAGES[spec.runtime] ?? ''}`,
         ...(payload.hasRunner ? {} : { timings: 'oci workloads have no runner to mark when the code starts: start_ms covers the whole run' }),
       },
     };
   }
+}
+
+/** A container started ahead of time, its shell blocked on stdin until a workload arrives. */
+interface WarmContainer {
+  readonly id: string;
+  readonly slot: Slot;
+  readonly runtime: string;
+  streams: AttachedStreams;
+  waiting: Promise<{ StatusCode: number }>;
+  exited: boolean;
+  /** Where output goes once a workload owns it. */
+  io: RunIO | undefined;
+}
+
+const ENV_NAME_RE = /^[A-Za-z_][A-Za-z0-9_]*$/;
+const shq = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
+
+/** The script a warm container's shell execs: the workload's cwd, environment and argv. */
+export function startScript(p: Payload): string {
+  const lines = [`cd ${shq(p.cwd)} || exit 121`];
+  for (const kv of p.env) {
+    const eq = kv.indexOf('=');
+    const name = kv.slice(0, eq);
+    if (eq <= 0 || !ENV_NAME_RE.test(name)) throw new Error(`bad environment variable name ${JSON.stringify(name)}`);
+    lines.push(`export ${name}=${shq(kv.slice(eq + 1))}`);
+  }
+  lines.push(`exec ${p.argv.map(shq).join(' ')}`);
+  return `${lines.join('\n')}\n`;
 }
 
 /** How often a Docker container's cgroup refused a fork (pids.events `max`; cgroupfs driver, v1 or v2); 0 when unknown. */

@@ -189,6 +189,11 @@ export class DockerClient {
     return this.call('POST', `/containers/${id}/wait?condition=next-exit`, undefined, { timeoutMs: 24 * 3600_000 });
   }
 
+  /** Changes a container's limits (running or not). */
+  updateContainer(id: string, limits: { Memory: number; MemorySwap: number; NanoCpus: number; PidsLimit: number }): Promise<unknown> {
+    return this.call('POST', `/containers/${id}/update`, limits);
+  }
+
   async inspectContainer(id: string): Promise<{ Id: string; State: ContainerState }> {
     return this.call('GET', `/containers/${id}/json`);
   }

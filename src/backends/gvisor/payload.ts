@@ -110,11 +110,17 @@ export async function unmountIfMounted(dir: string): Promise<void> {
   await execFileP('umount', ['-l', dir]).catch(() => undefined);
 }
 
-/**
- * Lays out `workDir` (which must not exist) for `spec` on `image`: input, runner, code,
- * and the result tmpfs. The caller must `dispose()` it.
- */
-export async function preparePayload(workDir: string, spec: RunSpec, image: ImageRef, installDir: string): Promise<Payload> {
+/** A workload directory on the host: `vulcan/` (read-only inside) and its `out/` tmpfs. */
+export interface Slot {
+  readonly workDir: string;
+  readonly inDir: string;
+  readonly outDir: string;
+  /** Unmounts and removes everything. Idempotent. */
+  dispose(): Promise<void>;
+}
+
+/** Makes `workDir` (which must not exist) with the result tmpfs mounted. */
+export async function createSlot(workDir: string): Promise<Slot> {
   const inDir = path.join(workDir, 'vulcan');
   const outDir = path.join(inDir, 'out');
   fs.mkdirSync(outDir, { recursive: true, mode: 0o755 });
@@ -128,57 +134,77 @@ export async function preparePayload(workDir: string, spec: RunSpec, image: Imag
     fs.rmSync(workDir, { recursive: true, force: true });
   };
   try {
-    fs.writeFileSync(path.join(inDir, 'input.json'), spec.inputJson, { mode: 0o644 });
-    let argv: string[];
-    let cwd = '/work';
-    let stdin: string | undefined;
-    let hasRunner = false;
-    if (spec.runtime === 'oci') {
-      argv = [...(spec.cmd ?? image.config.cmd ?? [])];
-      if (argv.length === 0) throw new Error(`image ${image.name} has no default command; give cmd`);
-      cwd = image.config.workdir ?? '/';
-    } else {
-      if (!isCodeRuntime(spec.runtime)) throw new Error(`cannot run ${spec.runtime} in an image`);
-      const runtime = spec.runtime;
-      const code = spec.code;
-      if (code === undefined) throw new Error(`${runtime} needs code`);
-      fs.copyFileSync(path.join(runnersDir(installDir), RUNNER_FILES[runtime]), path.join(inDir, RUNNER_FILES[runtime]));
-      let inner: string[];
-      if (code.kind === 'inline') {
-        fs.mkdirSync(path.join(inDir, 'code'));
-        fs.writeFileSync(path.join(inDir, 'code', ENTRY_NAMES[runtime]), code.source, { mode: 0o644 });
-        inner = runnerArgv(runtime, `/vulcan/code/${ENTRY_NAMES[runtime]}`);
-      } else {
-        fs.writeFileSync(path.join(inDir, 'code.tar.gz'), code.tarGz, { mode: 0o644 });
-        fs.copyFileSync(path.join(runnersDir(installDir), 'unpack.sh'), path.join(inDir, 'unpack.sh'));
-        inner = ['/bin/sh', '/vulcan/unpack.sh', ...runnerArgv(runtime, path.posix.join('/work', code.entrypoint))];
-      }
-      // fd 3 (the runners' result channel) becomes the file on the capped tmpfs.
-      argv = ['/bin/sh', '-c', `exec 3>/vulcan/out/${RESULT_FILE}; exec "$@"`, 'vulcan', ...inner];
-      if (runtime === 'sh') stdin = spec.inputJson;
-      hasRunner = true;
-    }
     await mountTmpfs(outDir, OUT_TMPFS_BYTES);
     mounted = true;
-    return {
-      inDir,
-      outDir,
-      argv,
-      env: envList(image, spec),
-      cwd,
-      ...(stdin !== undefined ? { stdin } : {}),
-      hasRunner,
-      readResult: () => {
-        try {
-          return fs.readFileSync(path.join(outDir, RESULT_FILE), 'utf8');
-        } catch {
-          return '';
-        }
-      },
-      dispose,
-    };
   } catch (err) {
     await dispose();
+    throw err;
+  }
+  return { workDir, inDir, outDir, dispose };
+}
+
+/** Writes `spec`'s input, runner and code into `slot` and says how to run it. */
+export function fillSlot(slot: Slot, spec: RunSpec, image: ImageRef, installDir: string): Payload {
+  const { inDir, outDir } = slot;
+  fs.writeFileSync(path.join(inDir, 'input.json'), spec.inputJson, { mode: 0o644 });
+  let argv: string[];
+  let cwd = '/work';
+  let stdin: string | undefined;
+  let hasRunner = false;
+  if (spec.runtime === 'oci') {
+    argv = [...(spec.cmd ?? image.config.cmd ?? [])];
+    if (argv.length === 0) throw new Error(`image ${image.name} has no default command; give cmd`);
+    cwd = image.config.workdir ?? '/';
+  } else {
+    if (!isCodeRuntime(spec.runtime)) throw new Error(`cannot run ${spec.runtime} in an image`);
+    const runtime = spec.runtime;
+    const code = spec.code;
+    if (code === undefined) throw new Error(`${runtime} needs code`);
+    fs.copyFileSync(path.join(runnersDir(installDir), RUNNER_FILES[runtime]), path.join(inDir, RUNNER_FILES[runtime]));
+    let inner: string[];
+    if (code.kind === 'inline') {
+      fs.mkdirSync(path.join(inDir, 'code'));
+      fs.writeFileSync(path.join(inDir, 'code', ENTRY_NAMES[runtime]), code.source, { mode: 0o644 });
+      inner = runnerArgv(runtime, `/vulcan/code/${ENTRY_NAMES[runtime]}`);
+    } else {
+      fs.writeFileSync(path.join(inDir, 'code.tar.gz'), code.tarGz, { mode: 0o644 });
+      fs.copyFileSync(path.join(runnersDir(installDir), 'unpack.sh'), path.join(inDir, 'unpack.sh'));
+      inner = ['/bin/sh', '/vulcan/unpack.sh', ...runnerArgv(runtime, path.posix.join('/work', code.entrypoint))];
+    }
+    // fd 3 (the runners' result channel) becomes the file on the capped tmpfs.
+    argv = ['/bin/sh', '-c', `exec 3>/vulcan/out/${RESULT_FILE}; exec "$@"`, 'vulcan', ...inner];
+    if (runtime === 'sh') stdin = spec.inputJson;
+    hasRunner = true;
+  }
+  return {
+    inDir,
+    outDir,
+    argv,
+    env: envList(image, spec),
+    cwd,
+    ...(stdin !== undefined ? { stdin } : {}),
+    hasRunner,
+    readResult: () => {
+      try {
+        return fs.readFileSync(path.join(outDir, RESULT_FILE), 'utf8');
+      } catch {
+        return '';
+      }
+    },
+    dispose: slot.dispose,
+  };
+}
+
+/**
+ * Lays out `workDir` (which must not exist) for `spec` on `image`: input, runner, code,
+ * and the result tmpfs. The caller must `dispose()` it.
+ */
+export async function preparePayload(workDir: string, spec: RunSpec, image: ImageRef, installDir: string): Promise<Payload> {
+  const slot = await createSlot(workDir);
+  try {
+    return fillSlot(slot, spec, image, installDir);
+  } catch (err) {
+    await slot.dispose();
     throw err;
   }
 }

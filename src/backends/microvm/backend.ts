@@ -214,6 +214,16 @@ export class MicrovmBackend implements Backend {
     }
   }
 
+  /** Process ids of the idle VMs waiting in the pool (for tests and metrics). */
+  pooledVmPids(): number[] {
+    return [...this.#pool.values()].flat().map((vm) => vm.handle.pid);
+  }
+
+  /** Resolves once every background pool refill has finished. */
+  async settle(): Promise<void> {
+    while (this.#background.size > 0) await Promise.allSettled([...this.#background]);
+  }
+
   async reconcile(): Promise<void> {
     await reconcileVms(path.join(this.#root, 'vms'), this.#ctx.log);
     // Templates of an earlier process: their RAM files live on /dev/shm until removed.

@@ -65,10 +65,15 @@ function listen(socketPath: string): Promise<net.Server> {
   });
 }
 
-function accept(server: net.Server, ms: number, exited: Promise<VmExit>, what: string): Promise<net.Socket> {
+/** The first connection to `server`; listened for at once, so an early connect is not lost. */
+function firstConnection(server: net.Server): Promise<net.Socket> {
+  return new Promise((resolve) => server.once('connection', resolve));
+}
+
+function accept(conn: Promise<net.Socket>, ms: number, exited: Promise<VmExit>, what: string): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`QEMU did not connect ${what} within ${ms} ms`)), ms);
-    server.once('connection', (sock) => {
+    void conn.then((sock) => {
       clearTimeout(timer);
       resolve(sock);
     });
@@ -251,6 +256,8 @@ export class QemuVmm implements Vmm {
     const agentServer = await listen(agentPath);
     const control = cfg.control === true || cfg.restoreFrom !== undefined;
     const qmpServer = control ? await listen(qmpPath) : undefined;
+    const agentConn = firstConnection(agentServer);
+    const qmpConn = qmpServer ? firstConnection(qmpServer) : undefined;
     let stateFd: number | undefined;
     let vm: QemuVm | undefined;
     try {
@@ -271,8 +278,8 @@ export class QemuVmm implements Vmm {
       signal.addEventListener('abort', onAbort, { once: true });
       try {
         const [channel, qmpSock] = await Promise.all([
-          accept(agentServer, CONNECT_TIMEOUT_MS, vm.exited, 'the agent channel'),
-          qmpServer ? accept(qmpServer, CONNECT_TIMEOUT_MS, vm.exited, 'QMP') : Promise.resolve(undefined),
+          accept(agentConn, CONNECT_TIMEOUT_MS, vm.exited, 'the agent channel'),
+          qmpConn ? accept(qmpConn, CONNECT_TIMEOUT_MS, vm.exited, 'QMP') : Promise.resolve(undefined),
         ]);
         channel.on('error', () => undefined);
         vm.channel = channel;

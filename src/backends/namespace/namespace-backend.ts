@@ -10,7 +10,7 @@ import { WorkloadAbort } from '../../core/backend.js';
 import type { BackendContext } from '../../core/context.js';
 import type { WorkloadError, WorkloadErrorCode } from '../../core/errors.js';
 import type { JsonValue, Runtime } from '../../core/types.js';
-import { BWRAP_PATH, cgexecPathFor, spawnBwrap, type BwrapFile } from '../../host/bwrap.js';
+import { BWRAP_PATH, cgexecPathFor, publishStatic, spawnBwrap, type BwrapFile } from '../../host/bwrap.js';
 import { cgroupSupport, createCgroup, reapStaleCgroups, type Cgroup } from '../../host/cgroups.js';
 import { jsonToPythonLiteral } from './python-literal.js';
 import { readResultChannel, type RunnerMessage } from './result-channel.js';
@@ -32,11 +32,11 @@ const INLINE_ENTRY = { python: '/work/main.py', node: '/work/main.js', sh: '/wor
 function runnerArgv(runtime: NamespaceRuntime, entry: string): string[] {
   switch (runtime) {
     case 'python':
-      return ['/usr/bin/python3', '-I', '-S', '-X', 'utf8', '/vulcan/runner.py', entry];
+      return ['/usr/bin/python3', '-I', '-S', '-X', 'utf8', '/vulcan/lib/runner.py', entry];
     case 'node':
-      return ['/usr/bin/node', '--experimental-detect-module', '--disable-warning=ExperimentalWarning', '/vulcan/runner.mjs', entry];
+      return ['/usr/bin/node', '--experimental-detect-module', '--disable-warning=ExperimentalWarning', '/vulcan/lib/runner.mjs', entry];
     case 'sh':
-      return ['/bin/sh', '/vulcan/run-sh.sh', entry];
+      return ['/bin/sh', '/vulcan/lib/run-sh.sh', entry];
   }
 }
 
@@ -51,17 +51,21 @@ export class NamespaceBackend implements Backend {
   readonly capabilities: BackendCapabilities = { sandboxes: false, pause: false, images: false, warmStart: false, network: false };
 
   private readonly cgexecPath: string;
-  private readonly runners: Readonly<Record<NamespaceRuntime | 'unpack', string>>;
+  private readonly runnerSources: Readonly<Record<string, string>>;
+  private runnerDir: string | undefined;
+  /** cgroups being removed after their workload ended. */
+  private readonly removals = new Set<Promise<void>>();
 
   constructor(private readonly ctx: BackendContext) {
     this.cgexecPath = cgexecPathFor(ctx.config.installDir);
     const dir = path.join(ctx.config.installDir, 'src', 'backends', 'namespace', 'runners');
-    this.runners = {
-      python: fs.readFileSync(path.join(dir, RUNNER_FILES.python), 'utf8'),
-      node: fs.readFileSync(path.join(dir, RUNNER_FILES.node), 'utf8'),
-      sh: fs.readFileSync(path.join(dir, RUNNER_FILES.sh), 'utf8'),
-      unpack: fs.readFileSync(path.join(dir, 'unpack.sh'), 'utf8'),
-    };
+    this.runnerSources = Object.fromEntries([...Object.values(RUNNER_FILES), 'unpack.sh'].map((f) => [f, fs.readFileSync(path.join(dir, f), 'utf8')]));
+  }
+
+  /** The runners, published once where the sandbox user can read them; bound at /vulcan/lib. */
+  private runners(): string {
+    this.runnerDir ??= publishStatic('runners', this.runnerSources);
+    return this.runnerDir;
   }
 
   async probe(): Promise<Availability> {
@@ -92,8 +96,8 @@ export class NamespaceBackend implements Backend {
     if (reaped.length > 0) this.ctx.log.warn({ cgroups: reaped }, 'removed cgroups left by an earlier server');
   }
 
-  close(): Promise<void> {
-    return Promise.resolve();
+  async close(): Promise<void> {
+    await Promise.all([...this.removals]);
   }
 
   async run(spec: RunSpec, io: RunIO, signal: AbortSignal): Promise<RunOutcome> {
@@ -109,14 +113,21 @@ export class NamespaceBackend implements Backend {
     try {
       return await this.runInCgroup(spec, runtime, cgroup, io, signal, t0);
     } finally {
-      await cgroup.destroy();
+      // Every process is dead before run() resolves. Removing the empty group waits for the
+      // kernel to uncharge its memory (~2 ms on v1), so that part finishes in the background;
+      // close() waits for it, and reconcile() removes any a crash left.
+      await cgroup.killAll();
+      const removal: Promise<void> = cgroup
+        .destroy()
+        .catch((err: unknown) => this.ctx.log.error({ err, cgroup: cgroup.name }, 'cannot remove cgroup'))
+        .finally(() => this.removals.delete(removal));
+      this.removals.add(removal);
     }
   }
 
   private async runInCgroup(spec: RunSpec, runtime: NamespaceRuntime, cgroup: Cgroup, io: RunIO, signal: AbortSignal, t0: number): Promise<RunOutcome> {
     const pyInput = runtime === 'python' ? jsonToPythonLiteral(spec.inputJson) : null;
     const files: BwrapFile[] = [
-      { dest: `/vulcan/${RUNNER_FILES[runtime]}`, data: this.runners[runtime] },
       pyInput === null ? { dest: '/vulcan/input.json', data: spec.inputJson } : { dest: '/vulcan/input.py', data: pyInput },
     ];
     let argv: string[];
@@ -126,8 +137,8 @@ export class NamespaceBackend implements Backend {
       files.push({ dest: INLINE_ENTRY[runtime], data: code.source, writable: true, mode: 0o644 });
       argv = runnerArgv(runtime, INLINE_ENTRY[runtime]);
     } else {
-      files.push({ dest: '/vulcan/code.tar.gz', data: code.tarGz }, { dest: '/vulcan/unpack.sh', data: this.runners.unpack });
-      argv = ['/bin/sh', '/vulcan/unpack.sh', ...runnerArgv(runtime, path.posix.join('/work', code.entrypoint))];
+      files.push({ dest: '/vulcan/code.tar.gz', data: code.tarGz });
+      argv = ['/bin/sh', '/vulcan/lib/unpack.sh', ...runnerArgv(runtime, path.posix.join('/work', code.entrypoint))];
     }
 
     const child = spawnBwrap({
@@ -135,6 +146,7 @@ export class NamespaceBackend implements Backend {
       env: spec.env,
       diskMB: spec.limits.diskMB,
       files,
+      roBinds: [{ src: this.runners(), dest: '/vulcan/lib' }],
       cgroup,
       resultFd: true,
       cgexecPath: this.cgexecPath,

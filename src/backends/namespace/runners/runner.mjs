@@ -58,4 +58,7 @@ if (text === undefined) {
   process.exitCode = 1;
 } else {
   send({ t: 'result', output: JSON.parse(text) });
+  // The workload is over once the default export settled; timers it left behind end with
+  // the sandbox. stdout and stderr are pipes here, written synchronously, so nothing is lost.
+  process.exit(0);
 }

@@ -122,6 +122,9 @@ def main():
     except (TypeError, ValueError, RecursionError, UnicodeEncodeError) as exc:
         send('{"t":"error","code":"output_invalid","message":%s}' % dumps("main() returned a value that is not JSON: %s" % exc))
         os._exit(1)
+    # The workload is over once main() returned: skip interpreter teardown (a few ms of every
+    # run). Threads the code left running end with the sandbox, as they would at a timeout.
+    os._exit(0)
 
 
 main()
