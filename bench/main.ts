@@ -1,9 +1,12 @@
 /**
  * The benchmark: starts a Vulcan server (or uses --url), runs each available backend's rows
- * through the real HTTP API, each next to its raw floor measured in the same run, and
- * prints the table (or JSON).
+ * (bench/rows/<backend>.ts, each beside its raw floor measured in the same run) and the
+ * common measures (bench/measures/common.ts) through the real HTTP API, shows progress on
+ * stderr, and prints the table (or JSON). `--out DIR` also writes results.json, results.md
+ * and report.html (self-contained, with charts).
  *
- *   npm run bench -- [--backends a,b] [--quick] [--json] [--out DIR] [--url URL]
+ *   npm run bench -- [--backends a,b] [--quick] [--tiny] [--samples N] [--json] [--out DIR] [--url URL] [--mem-budget-mb MiB]
+ *   vulcan benchmark …   (the same code)
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
@@ -14,10 +17,36 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { BACKEND_NAMES, type BackendName } from '../src/core/types.js';
 import { VulcanClient } from '../src/sdk/index.js';
+import { planFor, runCommonMeasures, SharedFloors, type Distribution, type MeasureError } from './measures/common.js';
+import { describeMachine } from './measures/machine.js';
+import { htmlReport } from './report/html.js';
+import { markdownReport } from './report/markdown.js';
+import { RESULT_VERSION, type BenchmarkResult } from './result.js';
 import type { BenchContext, BenchRow } from './types.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const VULCAN_BIN = path.resolve(HERE, '..', '..', 'bin', 'vulcan');
+/** Most workloads the benchmark's own server runs at once, so the ramp meets the backend's limit, not the queue's. */
+const BENCH_MAX_CONCURRENT = 64;
+
+/** What a benchmark run is asked to do. */
+export interface BenchmarkOptions {
+  /** Backends to measure; all by default (unavailable ones are listed as skipped). */
+  readonly backends?: readonly string[];
+  /** A short run (under 5 minutes on a 2-core machine). */
+  readonly quick?: boolean;
+  /** A smoke run for CI: seconds per backend, no meaningful numbers. */
+  readonly tiny?: boolean;
+  /** Samples per latency measure. Default 40, 8 with quick, 2 with tiny. */
+  readonly samples?: number;
+  /** A running server to measure; by default the benchmark starts its own. */
+  readonly url?: string;
+  /** The memory budget for max concurrent and throughput clients, MiB. Default a quarter of the host's memory, at most 4096. */
+  readonly memBudgetMB?: number;
+  /** Progress lines for people. */
+  readonly progress?: (msg: string) => void;
+  readonly signal?: AbortSignal;
+}
 
 /** A rows module exports `bench<Name>(ctx)`. */
 async function loadRows(name: BackendName): Promise<((ctx: BenchContext) => Promise<BenchRow[]>) | undefined> {
@@ -33,95 +62,207 @@ async function loadRows(name: BackendName): Promise<((ctx: BenchContext) => Prom
 }
 
 async function startServer(dataDir: string): Promise<{ url: string; child: ChildProcess }> {
-  const child = spawn(process.execPath, [VULCAN_BIN, 'serve', '--port', '0', '--data-dir', dataDir], { env: { ...process.env, VULCAN_LOG_LEVEL: 'info' }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [VULCAN_BIN, 'serve', '--port', '0', '--data-dir', dataDir], {
+    env: { ...process.env, VULCAN_LOG_LEVEL: 'info', VULCAN_MAX_CONCURRENT: String(BENCH_MAX_CONCURRENT) },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr?.on('data', (c: Buffer) => (stderr = (stderr + c.toString()).slice(-4000)));
   const url = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`vulcan serve did not start in 120 s: ${stderr}`)), 120_000);
     const rl = readline.createInterface({ input: child.stdout as NodeJS.ReadableStream });
     rl.on('line', (line) => {
       try {
         const m = JSON.parse(line) as { msg?: string; url?: string };
-        if (m.msg === 'vulcan is serving' && m.url) resolve(m.url);
+        if (m.msg === 'vulcan is serving' && m.url) {
+          clearTimeout(timer);
+          resolve(m.url);
+        }
       } catch {
         // not a log line
       }
     });
-    child.once('exit', (code) => reject(new Error(`vulcan serve exited ${String(code)}`)));
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`vulcan serve exited ${String(code)}: ${stderr}`));
+    });
   });
   child.stdout?.resume();
   return { url, child };
 }
 
-const fmt = (n: number, unit: string) => (unit === 'req/s' ? n.toFixed(0) : n.toFixed(1));
-
-/** The markdown table of rows. */
-export function markdownTable(rows: readonly BenchRow[]): string {
-  const lines = ['| backend | measure | p50 | p99 | n | floor | floor p50 | floor p99 | ratio | target | met |', '|---|---|---|---|---|---|---|---|---|---|---|'];
-  for (const r of rows) {
-    lines.push(
-      `| ${r.backend} | ${r.measure} | ${fmt(r.value.p50, r.unit)} ${r.unit} | ${fmt(r.value.p99, r.unit)} ${r.unit} | ${r.value.n} | ${r.floor?.name ?? '-'} | ${r.floor ? `${fmt(r.floor.value.p50, r.unit)} ${r.unit}` : '-'} | ${r.floor ? `${fmt(r.floor.value.p99, r.unit)} ${r.unit}` : '-'} | ${r.ratio === undefined ? '-' : `${r.ratio.toFixed(2)}×`} | ${r.target ?? '-'} | ${r.met === undefined ? '-' : r.met ? 'yes' : 'NO'} |`,
-    );
-  }
-  return lines.join('\n');
+/** The run's mode from its options. */
+function modeOf(opts: BenchmarkOptions): BenchmarkResult['mode'] {
+  return opts.tiny ? 'tiny' : opts.quick ? 'quick' : 'full';
 }
 
-async function main(): Promise<void> {
+/** Runs the benchmark and returns its result. Starts (and always stops) its own server unless `url` is given. */
+export async function runBenchmark(opts: BenchmarkOptions = {}): Promise<BenchmarkResult> {
+  const started = new Date();
+  const t0 = performance.now();
+  const mode = modeOf(opts);
+  const samples = opts.samples ?? (mode === 'tiny' ? 2 : mode === 'quick' ? 8 : 40);
+  const memBudgetMB = opts.memBudgetMB ?? Math.min(4096, Math.floor(os.totalmem() / 2 ** 20 / 4));
+  const progress = (msg: string) => opts.progress?.(`+${((performance.now() - t0) / 1000).toFixed(1)}s ${msg}`);
+  const wanted = opts.backends?.length ? opts.backends : [...BACKEND_NAMES];
+  for (const b of wanted) if (!(BACKEND_NAMES as readonly string[]).includes(b)) throw new Error(`--backends: unknown backend ${JSON.stringify(b)}; choose from ${BACKEND_NAMES.join(', ')}`);
+
+  progress('describing the machine');
+  const machine = await describeMachine();
+  let child: ChildProcess | undefined;
+  let dataDir: string | undefined;
+  let url = opts.url;
+  const rows: BenchRow[] = [];
+  const distributions: Distribution[] = [];
+  const skipped: { backend: string; reason: string }[] = [];
+  const errors: MeasureError[] = [];
+  const measured: string[] = [];
+  try {
+    if (!url) {
+      dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'vulcan-bench-'));
+      progress('starting a server (probing backends)');
+      ({ url, child } = await startServer(dataDir));
+      progress(`server at ${url}`);
+    }
+    const client = new VulcanClient({ url });
+    const infos = await client.backends();
+    const plan = planFor(mode, samples, memBudgetMB);
+    const floors = new SharedFloors(plan);
+    for (const name of wanted as BackendName[]) {
+      opts.signal?.throwIfAborted();
+      const info = infos.find((b) => b.name === name);
+      if (!info?.available) {
+        skipped.push({ backend: name, reason: info?.reason ?? 'not loaded on this node' });
+        progress(`skip ${name}: ${info?.reason ?? 'not loaded on this node'}`);
+        continue;
+      }
+      measured.push(name);
+      const have = new Set<string>();
+      const fn = await loadRows(name);
+      if (fn) {
+        progress(`${name}: rows (bench/rows/${name})`);
+        try {
+          const got = await fn({ url, samples, quick: mode !== 'full', progress });
+          for (const r of got) have.add(r.measure);
+          rows.push(...got);
+        } catch (err) {
+          errors.push({ backend: name, measure: 'rows', message: (err as Error).message });
+          progress(`${name}: rows failed: ${(err as Error).message}`);
+        }
+      }
+      const common = await runCommonMeasures({
+        url,
+        ...(child?.pid !== undefined ? { serverPid: child.pid } : {}),
+        backend: name,
+        runtimes: info.runtimes,
+        have,
+        plan,
+        floors,
+        progress,
+      });
+      rows.push(...common.rows);
+      distributions.push(...common.distributions);
+      errors.push(...common.errors);
+      progress(`${name}: done`);
+    }
+  } finally {
+    if (child) {
+      const exited = new Promise((r) => child?.once('exit', r));
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+      await exited;
+    }
+    if (dataDir) fs.rmSync(dataDir, { recursive: true, force: true });
+  }
+  return {
+    version: RESULT_VERSION,
+    mode,
+    quick: mode !== 'full',
+    samples,
+    mem_budget_mb: memBudgetMB,
+    machine,
+    backends: measured,
+    rows,
+    distributions,
+    skipped,
+    errors,
+    started_at: started.toISOString(),
+    finished_at: new Date().toISOString(),
+    duration_s: Math.round((performance.now() - t0) / 100) / 10,
+  };
+}
+
+/** Writes results.json, results.md and report.html into `dir`. */
+export function writeResult(dir: string, result: BenchmarkResult): void {
+  fs.mkdirSync(dir, { recursive: true });
+  const write = (name: string, text: string) => {
+    // Write then rename, so a reader (GET /v1/stats/benchmark) never sees half a file.
+    fs.writeFileSync(path.join(dir, `.${name}.tmp`), text);
+    fs.renameSync(path.join(dir, `.${name}.tmp`), path.join(dir, name));
+  };
+  write('results.md', markdownReport(result));
+  write('report.html', htmlReport(result));
+  write('results.json', `${JSON.stringify(result, null, 2)}\n`);
+}
+
+/** Options of the command line (`npm run bench --` and `vulcan benchmark`). */
+export interface BenchmarkCliOptions extends Omit<BenchmarkOptions, 'progress' | 'signal'> {
+  readonly json?: boolean;
+  readonly out?: string;
+}
+
+/** The command: runs, shows progress on stderr, prints the table or JSON, writes `out`. Returns the exit code. */
+export async function benchmarkCommand(opts: BenchmarkCliOptions): Promise<number> {
+  const result = await runBenchmark({ ...opts, progress: (msg) => process.stderr.write(`[bench] ${msg}\n`) });
+  if (opts.out) {
+    writeResult(opts.out, result);
+    process.stderr.write(`[bench] wrote ${path.join(opts.out, 'results.json')}, results.md and report.html\n`);
+  }
+  process.stdout.write(opts.json ? `${JSON.stringify(result, null, 2)}\n` : markdownReport(result));
+  return result.backends.length === 0 ? 1 : 0;
+}
+
+/** Parses a positive number option. */
+export function positive(name: string, raw: string | undefined): number | undefined {
+  if (raw === undefined) return undefined;
+  const n = Number(raw);
+  if (!Number.isFinite(n) || n <= 0) throw new Error(`${name} must be a positive number; got ${JSON.stringify(raw)}`);
+  return n;
+}
+
+async function cli(argv: string[]): Promise<number> {
   const { values } = parseArgs({
+    args: argv,
     options: {
       backends: { type: 'string' },
       quick: { type: 'boolean', default: false },
+      tiny: { type: 'boolean', default: false },
       json: { type: 'boolean', default: false },
       out: { type: 'string' },
       url: { type: 'string' },
       samples: { type: 'string' },
+      'mem-budget-mb': { type: 'string' },
     },
   });
-  const quick = values.quick ?? false;
-  const samples = values.samples ? Number(values.samples) : quick ? 8 : 40;
-  const progress = (msg: string) => process.stderr.write(`[bench] ${msg}\n`);
-  let child: ChildProcess | undefined;
-  let dataDir: string | undefined;
-  let url = values.url;
-  if (!url) {
-    dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'vulcan-bench-'));
-    ({ url, child } = await startServer(dataDir));
-    progress(`server at ${url}`);
-  }
-  try {
-    const client = new VulcanClient({ url });
-    const infos = await client.backends();
-    const wanted = values.backends ? (values.backends.split(',') as BackendName[]) : [...BACKEND_NAMES];
-    const rows: BenchRow[] = [];
-    const skipped: { backend: string; reason: string }[] = [];
-    for (const name of wanted) {
-      const info = infos.find((b) => b.name === name);
-      if (!info?.available) {
-        skipped.push({ backend: name, reason: info?.reason ?? 'not on this node' });
-        progress(`skip ${name}: ${info?.reason ?? 'not on this node'}`);
-        continue;
-      }
-      const fn = await loadRows(name);
-      if (!fn) {
-        skipped.push({ backend: name, reason: 'no benchmark rows yet' });
-        continue;
-      }
-      progress(`${name}…`);
-      rows.push(...(await fn({ url, samples, quick, progress })));
-    }
-    const result = { machine: { cpus: os.cpus()[0]?.model ?? 'unknown', cores: os.availableParallelism(), memory_gib: Math.round(os.totalmem() / 2 ** 30), kernel: os.release(), kvm: fs.existsSync('/dev/kvm'), node: process.version }, quick, samples, rows, skipped, finished_at: new Date().toISOString() };
-    if (values.out) {
-      fs.mkdirSync(values.out, { recursive: true });
-      fs.writeFileSync(path.join(values.out, 'results.json'), JSON.stringify(result, null, 2));
-      fs.writeFileSync(path.join(values.out, 'results.md'), `${markdownTable(rows)}\n`);
-    }
-    if (values.json) process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
-    else {
-      process.stdout.write(`${markdownTable(rows)}\n`);
-      for (const s of skipped) process.stdout.write(`skipped ${s.backend}: ${s.reason}\n`);
-    }
-  } finally {
-    child?.kill('SIGTERM');
-    if (child) await new Promise((r) => child?.once('exit', r));
-    if (dataDir) fs.rmSync(dataDir, { recursive: true, force: true });
-  }
+  const samples = positive('--samples', values.samples);
+  const memBudgetMB = positive('--mem-budget-mb', values['mem-budget-mb']);
+  return benchmarkCommand({
+    ...(values.backends ? { backends: values.backends.split(',').map((s) => s.trim()).filter(Boolean) } : {}),
+    quick: values.quick ?? false,
+    tiny: values.tiny ?? false,
+    json: values.json ?? false,
+    ...(values.out ? { out: values.out } : {}),
+    ...(values.url ? { url: values.url } : {}),
+    ...(samples ? { samples: Math.round(samples) } : {}),
+    ...(memBudgetMB ? { memBudgetMB } : {}),
+  });
 }
 
-await main();
+// Run as a program (`node dist/bench/main.js`), not when imported by `vulcan benchmark` or the server.
+if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  try {
+    process.exitCode = await cli(process.argv.slice(2));
+  } catch (err) {
+    process.stderr.write(`bench: ${(err as Error).message}\n`);
+    process.exitCode = 2;
+  }
+}

@@ -30,6 +30,7 @@ registerLogs(program);
 registerLs(program);
 registerKill(program);
 registerBackends(program);
+(await import('./commands/benchmark.js')).registerBenchmark(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -129,7 +129,7 @@ export class BackendSet {
       }
       if (!e.backend.runtimes.includes(spec.runtime)) continue;
       const acc = e.backend.accepts(spec);
-      if (acc.ok) return { backend: e.backend, reason: `auto: ${acc.reason}` };
+      if (acc.ok) return { backend: e.backend, reason: `auto: ${acc.reason}${refusals.length ? ` (not ${refusals.join('; ')})` : ''}` };
       refusals.push(`${name}: ${acc.reason}`);
     }
     throw new VulcanError('backend_unavailable', `no available backend runs ${spec.runtime} here${refusals.length ? ` (${refusals.join('; ')})` : ''}`, {

@@ -219,8 +219,12 @@ export class ContainerBackend implements Backend {
     const poolable = this.poolSize > 0 && runtimeOverride === undefined && spec.runtime !== 'oci';
     const key = `${daemonImageRef(image).ref}|${spec.limits.diskMB}|${runtime}`;
     const warm = poolable ? this.takeWarm(key) : undefined;
-    if (poolable) this.refill(key, image, spec.limits.diskMB, runtime);
-    return warm ? this.runWarm(warm, spec, image, io, signal, t0) : this.runCold(spec, image, runtime, io, signal, t0);
+    try {
+      return await (warm ? this.runWarm(warm, spec, image, io, signal, t0) : this.runCold(spec, image, runtime, io, signal, t0));
+    } finally {
+      // Refill after the run, so the pre-start does not compete with this workload for the CPU.
+      if (poolable) this.refill(key, image, spec.limits.diskMB, runtime);
+    }
   }
 
   /** A fresh container made for this workload: create, attach, start. */
@@ -279,6 +283,11 @@ export class ContainerBackend implements Backend {
       w.streams.destroy();
       await w.slot.dispose();
     }
+  }
+
+  /** Resolves when no pool fill is in flight (for benchmarks that must not measure beside one). */
+  async whenPoolFilled(): Promise<void> {
+    while (this.filling.size > 0) await new Promise((r) => setTimeout(r, 10));
   }
 
   private takeWarm(key: string): WarmContainer | undefined {
@@ -435,10 +444,14 @@ export class ContainerBackend implements Backend {
     }
     const end = performance.now();
     if (startError !== undefined) return { exitCode: null, error: { code: 'backend_error', message: `the ${runtime} runtime could not start the container: ${startError}` }, startMs: end - t0, execMs: 0 };
-    const state = await client
-      .inspectContainer(id)
-      .then((c) => c.State)
-      .catch(() => undefined);
+    // Only a non-zero exit can be an OOM kill; skip the round trip otherwise.
+    const state =
+      exitCode === 0
+        ? undefined
+        : await client
+            .inspectContainer(id)
+            .then((c) => c.State)
+            .catch(() => undefined);
     if (!pidsHit && pidsMaxEvents(id) > 0) pidsHit = true;
 
     const report = readRunnerReport(payload);

@@ -1,0 +1,500 @@
+/**
+ * The Vulcan sandbox agent: the one process a sandbox starts with. It runs INSIDE the
+ * sandbox, as the sandbox's user, and does what the server asks of the sandbox: exec
+ * (buffered, streamed, or on a PTY), every file operation, tar archives, and the preview
+ * relay to a TCP port on the sandbox's own loopback.
+ *
+ * Because it runs inside, every path it opens is resolved in the sandbox's own mount
+ * namespace: `..`, symlinks and symlink-swap races can only ever reach the sandbox's own
+ * files. The host never opens a path a user named.
+ *
+ * It is a standalone ES module with no imports beyond Node's built-ins, because it is
+ * copied alone into the sandbox (`/vulcan/agent.mjs`). It accepts connections on an
+ * inherited listening unix socket (fd 3, made by native/vulcan-sbx-launch.c), one request
+ * per connection. The wire format is described in src/sandboxes/protocol.ts; the frame
+ * type numbers below must match it.
+ *
+ * Usage inside the sandbox: `node /vulcan/agent.mjs`  (env VULCAN_AGENT_FD, default 3)
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import net from 'node:net';
+import path from 'node:path';
+import { pipeline } from 'node:stream/promises';
+
+// Frame types; keep in step with src/sandboxes/protocol.ts.
+const F_STDOUT = 1;
+const F_STDERR = 2;
+const F_EXIT = 3;
+const F_STDIN = 1;
+const F_STDIN_EOF = 2;
+const F_RESIZE = 3;
+const F_SIGNAL = 4;
+
+const MAX_LINE_BYTES = 1024 * 1024;
+const MAX_ENTRIES = 10_000;
+const MAX_WALK = 200_000;
+const PTY_HELPER = '/vulcan/pty';
+const SIGNALS = new Set(['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGKILL', 'SIGUSR1', 'SIGUSR2', 'SIGCONT', 'SIGSTOP', 'SIGWINCH']);
+
+type Json = Record<string, unknown>;
+
+class AgentError extends Error {
+  constructor(
+    readonly errno: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+function frame(type: number, payload: Buffer | string): Buffer {
+  const body = typeof payload === 'string' ? Buffer.from(payload) : payload;
+  const head = Buffer.allocUnsafe(5);
+  head.writeUInt8(type, 0);
+  head.writeUInt32BE(body.length, 1);
+  return Buffer.concat([head, body]);
+}
+
+/** Reads one `\n`-terminated JSON line, then puts back what followed it. */
+function readRequest(sock: net.Socket): Promise<Json> {
+  return new Promise((resolve, reject) => {
+    let buf = Buffer.alloc(0);
+    const onData = (chunk: Buffer) => {
+      buf = Buffer.concat([buf, chunk]);
+      const nl = buf.indexOf(10);
+      if (nl < 0) {
+        if (buf.length > MAX_LINE_BYTES) fail(new Error('request line too long'));
+        return;
+      }
+      cleanup();
+      sock.pause();
+      const rest = buf.subarray(nl + 1);
+      if (rest.length) sock.unshift(rest);
+      try {
+        resolve(JSON.parse(buf.subarray(0, nl).toString('utf8')) as Json);
+      } catch (err) {
+        reject(err as Error);
+      }
+    };
+    const fail = (err: Error) => {
+      cleanup();
+      reject(err);
+    };
+    const onEnd = () => fail(new Error('connection ended before a request'));
+    const cleanup = () => {
+      sock.off('data', onData);
+      sock.off('end', onEnd);
+      sock.off('error', fail);
+    };
+    sock.on('data', onData);
+    sock.on('end', onEnd);
+    sock.on('error', fail);
+  });
+}
+
+function reply(sock: net.Socket, obj: Json, end = true): void {
+  const line = `${JSON.stringify(obj)}\n`;
+  if (end) sock.end(line);
+  else sock.write(line);
+}
+
+function errorReply(sock: net.Socket, err: unknown): void {
+  const e = err as NodeJS.ErrnoException;
+  const errno = err instanceof AgentError ? err.errno : typeof e.code === 'string' ? e.code : 'EIO';
+  if (!sock.destroyed) reply(sock, { ok: false, error: { errno, message: e.message ?? String(err) } });
+}
+
+/** A path the server already checked; checked again here, cheaply, as a second wall. */
+function checkPath(p: unknown, field = 'path'): string {
+  if (typeof p !== 'string' || !p.startsWith('/') || p.includes('\0')) throw new AgentError('EINVAL', `${field} must be an absolute path`);
+  return path.posix.normalize(p);
+}
+
+function typeOf(st: fs.Stats): string {
+  if (st.isFile()) return 'file';
+  if (st.isDirectory()) return 'dir';
+  if (st.isSymbolicLink()) return 'symlink';
+  return 'other';
+}
+
+function entry(p: string, st: fs.Stats): Json {
+  return { name: path.posix.basename(p) || '/', path: p, type: typeOf(st), size: st.size, mode: st.mode & 0o7777, mtime: new Date(st.mtimeMs).toISOString() };
+}
+
+async function opStat(p: string): Promise<Json> {
+  const st = await fsp.lstat(p);
+  const e = entry(p, st);
+  if (st.isSymbolicLink()) e.target = await fsp.readlink(p);
+  return e;
+}
+
+async function opList(root: string, depth: number): Promise<Json> {
+  const st = await fsp.lstat(root);
+  if (!st.isDirectory()) throw new AgentError('ENOTDIR', `${root} is not a directory`);
+  const entries: Json[] = [];
+  let truncated = false;
+  const walk = async (dir: string, level: number): Promise<void> => {
+    let names: string[];
+    try {
+      names = (await fsp.readdir(dir)).sort();
+    } catch {
+      return;
+    }
+    for (const name of names) {
+      if (entries.length >= MAX_ENTRIES) {
+        truncated = true;
+        return;
+      }
+      const p = path.posix.join(dir, name);
+      let s: fs.Stats;
+      try {
+        s = await fsp.lstat(p);
+      } catch {
+        continue;
+      }
+      entries.push(entry(p, s));
+      if (s.isDirectory() && level < depth) await walk(p, level + 1);
+    }
+  };
+  await walk(root, 1);
+  return { entries, truncated };
+}
+
+/** A glob pattern (`*`, `?`, `**`, `[…]`) as a regular expression over whole paths. */
+function globRegex(pattern: string): RegExp {
+  let re = '^';
+  for (let i = 0; i < pattern.length; i++) {
+    const c = pattern[i] as string;
+    if (c === '*') {
+      if (pattern[i + 1] === '*') {
+        i++;
+        if (pattern[i + 1] === '/') {
+          i++;
+          re += '(?:.*/)?';
+        } else re += '.*';
+      } else re += '[^/]*';
+    } else if (c === '?') re += '[^/]';
+    else if (c === '[') {
+      const close = pattern.indexOf(']', i + 1);
+      if (close < 0) re += '\\[';
+      else {
+        let cls = pattern.slice(i + 1, close).replace(/\\/g, '\\\\');
+        if (cls.startsWith('!')) cls = `^${cls.slice(1)}`;
+        re += `[${cls}]`;
+        i = close;
+      }
+    } else re += c.replace(/[.+^${}()|\\]/g, '\\$&');
+  }
+  return new RegExp(`${re}$`);
+}
+
+async function opGlob(pattern: string): Promise<Json> {
+  const p = checkPath(pattern, 'pattern');
+  const parts = p.split('/');
+  const firstMagic = parts.findIndex((s) => /[*?[]/.test(s));
+  if (firstMagic < 0) {
+    try {
+      await fsp.lstat(p);
+      return { paths: [p], truncated: false };
+    } catch {
+      return { paths: [], truncated: false };
+    }
+  }
+  const base = parts.slice(0, firstMagic).join('/') || '/';
+  const re = globRegex(p);
+  const recursive = p.includes('**');
+  const maxDepth = recursive ? Infinity : parts.length - firstMagic;
+  const out: string[] = [];
+  let walked = 0;
+  let truncated = false;
+  const walk = async (dir: string, level: number): Promise<void> => {
+    let dirents: fs.Dirent[];
+    try {
+      dirents = await fsp.readdir(dir, { withFileTypes: true });
+    } catch {
+      return;
+    }
+    for (const d of dirents.sort((a, b) => (a.name < b.name ? -1 : 1))) {
+      if (out.length >= MAX_ENTRIES || ++walked > MAX_WALK) {
+        truncated = true;
+        return;
+      }
+      const child = dir === '/' ? `/${d.name}` : `${dir}/${d.name}`;
+      if (re.test(child)) out.push(child);
+      if (d.isDirectory() && level < maxDepth) await walk(child, level + 1);
+    }
+  };
+  await walk(base, 1);
+  return { paths: out, truncated };
+}
+
+async function opRead(sock: net.Socket, p: string): Promise<void> {
+  const fh = await fsp.open(p, fs.constants.O_RDONLY);
+  let handedOff = false;
+  try {
+    const st = await fh.stat();
+    if (st.isDirectory()) throw new AgentError('EISDIR', `${p} is a directory; list it, or GET /archive for a tar`);
+    if (!st.isFile()) throw new AgentError('EINVAL', `${p} is not a regular file`);
+    reply(sock, { ok: true, size: st.size, mode: st.mode & 0o7777, mtime: new Date(st.mtimeMs).toISOString() }, false);
+    if (st.size === 0) {
+      sock.end();
+      return;
+    }
+    handedOff = true;
+    // Exactly `size` bytes: a file that grows meanwhile is cut at the size announced.
+    await pipeline(fh.createReadStream({ start: 0, end: st.size - 1 }), sock);
+  } finally {
+    if (!handedOff) await fh.close();
+  }
+}
+
+async function opWrite(sock: net.Socket, p: string, mode: number): Promise<void> {
+  await fsp.mkdir(path.posix.dirname(p), { recursive: true });
+  const st = await fsp.stat(p).catch(() => null);
+  if (st?.isDirectory()) throw new AgentError('EISDIR', `${p} is a directory`);
+  // Write beside, then rename: a failed upload (disk full, client gone) leaves no half file.
+  const tmp = path.posix.join(path.posix.dirname(p), `.${path.posix.basename(p)}.vulcan-upload-${process.pid}-${Date.now()}`);
+  const fh = await fsp.open(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, mode);
+  const out = fh.createWriteStream();
+  try {
+    await pipeline(sock, out);
+    await fsp.chmod(tmp, mode);
+    await fsp.rename(tmp, p);
+  } catch (err) {
+    await fsp.rm(tmp, { force: true }).catch(() => undefined);
+    throw err;
+  }
+  reply(sock, { ok: true, size: out.bytesWritten });
+}
+
+async function opRemove(p: string, recursive: boolean): Promise<Json> {
+  if (p === '/') throw new AgentError('EPERM', 'refusing to remove /');
+  const st = await fsp.lstat(p);
+  if (st.isDirectory()) {
+    if (recursive) await fsp.rm(p, { recursive: true, force: true });
+    else await fsp.rmdir(p);
+  } else await fsp.unlink(p);
+  return {};
+}
+
+function runTar(args: string[]): ChildProcess {
+  return spawn('/usr/bin/tar', args, { stdio: ['pipe', 'pipe', 'pipe'] });
+}
+
+async function opTarOut(sock: net.Socket, dir: string): Promise<void> {
+  const st = await fsp.stat(dir);
+  if (!st.isDirectory()) throw new AgentError('ENOTDIR', `${dir} is not a directory`);
+  const child = runTar(['-C', dir, '-cf', '-', '.']);
+  child.stdin?.end();
+  child.stderr?.resume();
+  reply(sock, { ok: true }, false);
+  sock.on('close', () => child.kill('SIGKILL'));
+  if (child.stdout) await pipeline(child.stdout, sock).catch(() => undefined);
+}
+
+async function opTarIn(sock: net.Socket, dir: string): Promise<void> {
+  await fsp.mkdir(dir, { recursive: true });
+  const child = runTar(['-C', dir, '-xf', '-', '--no-same-owner', '--no-same-permissions', '--no-overwrite-dir']);
+  let stderr = '';
+  child.stderr?.on('data', (c: Buffer) => {
+    if (stderr.length < 4096) stderr += c.toString();
+  });
+  child.stdout?.resume();
+  const exited = new Promise<number | null>((resolve) => child.on('close', (c) => resolve(c)));
+  if (child.stdin) await pipeline(sock, child.stdin).catch(() => undefined);
+  const code = await exited;
+  if (code !== 0) throw new AgentError('EINVAL', `tar could not extract the archive: ${stderr.trim() || `exit ${code}`}`);
+  reply(sock, { ok: true });
+}
+
+function opConnect(sock: net.Socket, port: number): void {
+  const up = net.connect({ host: '127.0.0.1', port });
+  up.once('error', (err: NodeJS.ErrnoException) => {
+    if (!connected) errorReply(sock, err);
+    else sock.destroy();
+  });
+  let connected = false;
+  up.once('connect', () => {
+    connected = true;
+    reply(sock, { ok: true }, false);
+    sock.pipe(up);
+    up.pipe(sock);
+    sock.on('error', () => up.destroy());
+    sock.on('close', () => up.destroy());
+    up.on('close', () => sock.destroy());
+  });
+}
+
+function opExec(sock: net.Socket, req: Json): void {
+  const cmd = req.cmd as string[];
+  if (!Array.isArray(cmd) || cmd.length === 0 || !cmd.every((a) => typeof a === 'string')) throw new AgentError('EINVAL', 'cmd must be a non-empty argv');
+  const env = (req.env ?? {}) as Record<string, string>;
+  const cwd = typeof req.cwd === 'string' ? req.cwd : '/work';
+  const timeoutMs = typeof req.timeout_ms === 'number' ? req.timeout_ms : 0;
+  const pty = req.pty as { rows: number; cols: number } | undefined;
+  const streamStdin = req.stdin_stream === true;
+  const t0 = performance.now();
+  const argv = pty ? [PTY_HELPER, String(pty.rows), String(pty.cols), '--', ...cmd] : cmd;
+  let child: ChildProcess;
+  let finished = false;
+  const finish = (exit: Json) => {
+    if (finished) return;
+    finished = true;
+    if (timer) clearTimeout(timer);
+    sock.end(frame(F_EXIT, JSON.stringify({ ...exit, duration_ms: Math.round((performance.now() - t0) * 1000) / 1000 })));
+  };
+  try {
+    child = spawn(argv[0] as string, argv.slice(1), { cwd, env, detached: true, stdio: ['pipe', 'pipe', 'pipe', ...(pty ? (['pipe'] as const) : [])] });
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    sock.write(frame(F_STDERR, `vulcan: cannot run ${cmd[0] ?? ''}: ${e.code ?? e.message}\n`));
+    finish({ exit_code: e.code === 'EACCES' ? 126 : 127, signal: null, timed_out: false });
+    return;
+  }
+  let timedOut = false;
+  const killGroup = (sig: NodeJS.Signals) => {
+    if (child.pid === undefined) return;
+    try {
+      process.kill(-child.pid, sig);
+    } catch {
+      // already gone
+    }
+  };
+  const timer = timeoutMs > 0 ? setTimeout(() => ((timedOut = true), killGroup('SIGKILL')), timeoutMs) : undefined;
+  child.on('error', (err: NodeJS.ErrnoException) => {
+    sock.write(frame(F_STDERR, `vulcan: cannot run ${cmd[0] ?? ''}: ${err.code ?? err.message}\n`));
+    finish({ exit_code: err.code === 'EACCES' ? 126 : 127, signal: null, timed_out: false });
+  });
+  // Back-pressure: when the server reads slowly, stop reading the command's output.
+  const forward = (stream: NodeJS.ReadableStream | null, type: number) => {
+    stream?.on('data', (c: Buffer) => {
+      if (!sock.write(frame(type, c))) {
+        stream.pause();
+        sock.once('drain', () => stream.resume());
+      }
+    });
+  };
+  forward(child.stdout, F_STDOUT);
+  forward(child.stderr, F_STDERR);
+  child.stdin?.on('error', () => undefined);
+  if (typeof req.stdin === 'string') child.stdin?.write(Buffer.from(req.stdin, 'base64'));
+  if (!streamStdin && !pty) child.stdin?.end();
+  const ctl = pty ? (child.stdio[3] as NodeJS.WritableStream | null) : null;
+  ctl?.on('error', () => undefined);
+
+  // Frames from the server: stdin, end of stdin, resize, signal.
+  let inBuf = Buffer.alloc(0);
+  sock.on('data', (c: Buffer) => {
+    inBuf = Buffer.concat([inBuf, c]);
+    while (inBuf.length >= 5) {
+      const len = inBuf.readUInt32BE(1);
+      if (inBuf.length < 5 + len) break;
+      const type = inBuf.readUInt8(0);
+      const body = inBuf.subarray(5, 5 + len);
+      inBuf = inBuf.subarray(5 + len);
+      if (type === F_STDIN) child.stdin?.write(body);
+      else if (type === F_STDIN_EOF) child.stdin?.end();
+      else if (type === F_RESIZE && ctl) {
+        const r = JSON.parse(body.toString()) as { rows?: unknown; cols?: unknown };
+        if (Number.isInteger(r.rows) && Number.isInteger(r.cols)) ctl.write(`${String(r.rows)} ${String(r.cols)}\n`);
+      } else if (type === F_SIGNAL) {
+        const s = (JSON.parse(body.toString()) as { signal?: unknown }).signal;
+        if (typeof s === 'string' && SIGNALS.has(s)) {
+          // Through the PTY helper, which passes it to the program's process group.
+          if (pty && s !== 'SIGKILL') child.kill(s as NodeJS.Signals);
+          else killGroup(s as NodeJS.Signals);
+        }
+      }
+    }
+  });
+  sock.resume();
+  // The server hung up: nobody wants the result, so stop the command.
+  sock.on('close', () => {
+    if (!finished) {
+      killGroup('SIGHUP');
+      killGroup('SIGKILL');
+    }
+  });
+  sock.on('error', () => undefined);
+  child.on('close', (code, signal) => {
+    // A PTY's program and the helper are in different groups; the helper's exit ends both.
+    finish({ exit_code: code, signal, timed_out: timedOut });
+  });
+}
+
+async function handle(sock: net.Socket): Promise<void> {
+  sock.on('error', () => undefined);
+  let req: Json;
+  try {
+    req = await readRequest(sock);
+  } catch {
+    sock.destroy();
+    return;
+  }
+  try {
+    switch (req.op) {
+      case 'ping':
+        return reply(sock, { ok: true, pid: process.pid, uptime_s: process.uptime() });
+      case 'stat':
+        return reply(sock, { ok: true, entry: await opStat(checkPath(req.path)) });
+      case 'list':
+        return reply(sock, { ok: true, ...(await opList(checkPath(req.path), typeof req.depth === 'number' ? req.depth : 1)) });
+      case 'glob':
+        return reply(sock, { ok: true, ...(await opGlob(String(req.pattern))) });
+      case 'read':
+        return await opRead(sock, checkPath(req.path));
+      case 'write':
+        return await opWrite(sock, checkPath(req.path), typeof req.mode === 'number' ? req.mode & 0o777 : 0o644);
+      case 'remove':
+        await opRemove(checkPath(req.path), req.recursive === true);
+        return reply(sock, { ok: true });
+      case 'move': {
+        const from = checkPath(req.from, 'from');
+        const to = checkPath(req.to, 'to');
+        await fsp.lstat(from);
+        await fsp.mkdir(path.posix.dirname(to), { recursive: true });
+        await fsp.rename(from, to);
+        return reply(sock, { ok: true });
+      }
+      case 'chmod':
+        await fsp.chmod(checkPath(req.path), Number(req.mode) & 0o777);
+        return reply(sock, { ok: true });
+      case 'mkdir':
+        await fsp.mkdir(checkPath(req.path), { recursive: true });
+        return reply(sock, { ok: true });
+      case 'tar-out':
+        return await opTarOut(sock, checkPath(req.path));
+      case 'tar-in':
+        return await opTarIn(sock, checkPath(req.path));
+      case 'connect': {
+        const port = Number(req.port);
+        if (!Number.isInteger(port) || port < 1 || port > 65535) throw new AgentError('EINVAL', 'port must be 1..65535');
+        return opConnect(sock, port);
+      }
+      case 'exec':
+        return opExec(sock, req);
+      default:
+        throw new AgentError('EINVAL', `unknown op ${String(req.op)}`);
+    }
+  } catch (err) {
+    errorReply(sock, err);
+  }
+}
+
+function main(): void {
+  process.umask(0o022);
+  const fd = Number(process.env.VULCAN_AGENT_FD ?? 3);
+  const server = net.createServer({ allowHalfOpen: true }, (sock) => void handle(sock));
+  server.on('error', (err) => {
+    process.stderr.write(`vulcan-agent: ${err.message}\n`);
+    process.exit(1);
+  });
+  server.listen({ fd }, () => process.stderr.write(`vulcan-agent: ready (pid ${process.pid})\n`));
+  // The agent must outlive any one request's failure.
+  process.on('uncaughtException', (err) => process.stderr.write(`vulcan-agent: ${err.stack ?? err.message}\n`));
+  process.on('SIGPIPE', () => undefined);
+}
+
+main();
