@@ -346,7 +346,7 @@ export async function reapStaleCgroups(prefix = '', keep: ReadonlySet<string> = 
   if ('error' in l) return [];
   const names = new Set<string>();
   for (const parent of parentDirs(l)) {
-    let entries: fs.Dirent[] = [];
+    let entries: fs.Dirent[];
     try {
       entries = fs.readdirSync(parent, { withFileTypes: true });
     } catch {

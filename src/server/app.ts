@@ -4,24 +4,30 @@
  */
 import swagger from '@fastify/swagger';
 import { Ajv } from 'ajv';
-import Fastify, { LogController, type FastifyError, type FastifyInstance } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
 import type { Config } from '../core/config.js';
 import { VulcanError, type ApiErrorCode } from '../core/errors.js';
 import type { BackendSet } from '../scheduler/backend-set.js';
 import type { WorkloadManager } from '../scheduler/workload-manager.js';
+import type { SandboxManager } from '../sandboxes/manager.js';
 import type { WorkloadStore } from '../store/workloads.js';
 import type { Metrics } from './metrics.js';
 import { registerSystemRoutes } from './routes/system.js';
 import { registerWorkloadRoutes } from './routes/workloads.js';
+import { registerSandboxRoutes } from './routes/sandboxes.js';
 import { ErrorBody, MAX_BODY_BYTES, Workload } from './schemas.js';
 
 export interface AppParts {
   readonly config: Config;
+  /** The node's logger (pino); Fastify logs requests through it. */
+  readonly log: FastifyBaseLogger;
   readonly store: WorkloadStore;
   readonly manager: WorkloadManager;
   readonly backends: BackendSet;
   readonly metrics: Metrics;
   readonly version: string;
+  /** Long-lived sandboxes (issue 6). */
+  readonly sandboxes: SandboxManager;
 }
 
 /** Maps a failed schema check to the code a client can act on. */
@@ -67,7 +73,7 @@ export function toApiError(err: unknown): VulcanError | null {
 
 export async function buildApp(parts: AppParts): Promise<FastifyInstance> {
   const app = Fastify({
-    logger: { level: parts.config.logLevel },
+    loggerInstance: parts.log,
     bodyLimit: MAX_BODY_BYTES,
     // Requests are logged once, at the end, by the onResponse hook below.
     logController: new LogController({ disableRequestLogging: true }),
@@ -117,6 +123,8 @@ export async function buildApp(parts: AppParts): Promise<FastifyInstance> {
 
   registerWorkloadRoutes(app, parts);
   registerSystemRoutes(app, parts);
+  registerSandboxRoutes(app, parts);
+  (await import('./routes/stats.js')).registerStatsRoutes(app, parts);
   await app.ready();
   return app;
 }

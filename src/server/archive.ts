@@ -51,8 +51,9 @@ export async function checkArchive(tarGz: Buffer, entrypoint: string, maxUnpacke
           if (total > maxUnpackedBytes) bad(`unpacks to more than ${maxUnpackedBytes} bytes`);
           if (e.type === 'File' || e.type === 'OldFile' || e.type === 'ContiguousFile') files.add(name);
         } catch (err) {
-          reject(err as Error);
-          parser.abort(err as Error);
+          const e = err instanceof Error ? err : new Error(String(err));
+          reject(e);
+          parser.abort(e);
         }
         e.resume();
       },

@@ -5,6 +5,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
+import { pino } from 'pino';
 import type { Config } from '../core/config.js';
 import { EMPTY_IMAGE_STORE, type ImageStore } from '../core/images.js';
 import type { BackendName } from '../core/types.js';
@@ -12,6 +13,8 @@ import { BackendSet } from '../scheduler/backend-set.js';
 import { WorkloadManager } from '../scheduler/workload-manager.js';
 import { openDatabase } from '../store/db.js';
 import { WorkloadStore } from '../store/workloads.js';
+import { SandboxManager } from '../sandboxes/manager.js';
+import { SandboxStore } from '../store/sandboxes.js';
 import { buildApp } from './app.js';
 import { Metrics } from './metrics.js';
 
@@ -44,19 +47,15 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
   const db = openDatabase(config.dataDir);
   const store = new WorkloadStore(db);
   const metrics = new Metrics();
-  // The app's logger is made first so the backends log through it too.
-  let app: FastifyInstance | undefined;
+  // One JSON logger for the HTTP layer, the manager and the backends.
+  const log = pino({ level: config.logLevel });
   const orphaned = store.failOrphans(Date.now());
-  const bootLog = {
-    debug: (o: object, m?: string) => app?.log.debug(o, m),
-    info: (o: object, m?: string) => app?.log.info(o, m),
-    warn: (o: object, m?: string) => app?.log.warn(o, m),
-    error: (o: object, m?: string) => app?.log.error(o, m),
-  };
-  const backends = await BackendSet.create({ config, log: bootLog, images: opts.images ?? EMPTY_IMAGE_STORE }, opts.backends);
+  const backends = await BackendSet.create({ config, log, images: opts.images ?? EMPTY_IMAGE_STORE }, opts.backends);
   metrics.setBackends(backends.describe());
-  const manager = new WorkloadManager({ store, nodeName: config.nodeName, maxConcurrent: config.maxConcurrent, log: bootLog, observer: metrics });
-  app = await buildApp({ config, store, manager, backends, metrics, version: readVersion(config.installDir) });
+  const manager = new WorkloadManager({ store, nodeName: config.nodeName, maxConcurrent: config.maxConcurrent, log, observer: metrics });
+  const sandboxes = new SandboxManager({ store: new SandboxStore(db), backends, config, log });
+  await sandboxes.start();
+  const app = await buildApp({ config, log, store, manager, backends, metrics, version: readVersion(config.installDir), sandboxes });
   if (orphaned.length > 0) app.log.warn({ workloads: orphaned }, 'workloads of an earlier server process ended as failed (host_restarted)');
   for (const b of backends.describe()) app.log.info({ backend: b.name, available: b.available, reason: b.reason }, 'backend');
   await app.listen({ host: config.host, port: config.port });
@@ -71,6 +70,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
     close: () =>
       (closing ??= (async () => {
         await manager.close();
+        sandboxes.close();
         await server.close();
         await backends.close();
         db.close();

@@ -161,8 +161,8 @@ describe('API: restart reconciliation', () => {
       await first.stop('SIGKILL');
     }
     // The sandbox dies with its parent (bwrap --die-with-parent).
-    for (let i = 0; i < 100 && processesWith('bwrap', '/vulcan/').length > 0; i++) await sleep(50);
-    assert.deepEqual(processesWith('bwrap', '/vulcan/'), []);
+    for (let i = 0; i < 100 && processesWith('bwrap', '/vulcan/lib/').length > 0; i++) await sleep(50);
+    assert.deepEqual(processesWith('bwrap', '/vulcan/lib/'), []);
     const second = await spawnServer(dataDir);
     try {
       const rec = await second.client.get(id);

@@ -14,7 +14,7 @@ import { cgroupsLeft, eventually, processesWith, tempDir, testConfig, testContex
 
 describeWorkloadConformance('namespace', {
   create: () => Promise.resolve(createBackend(testContext())),
-  leftovers: () => eventually(() => [...cgroupsLeft('ns-'), ...processesWith('bwrap', '/vulcan/')]),
+  leftovers: () => eventually(() => [...cgroupsLeft('ns-'), ...processesWith('bwrap', '/vulcan/lib/')]),
 });
 
 describe('namespace: particulars', () => {

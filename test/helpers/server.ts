@@ -58,7 +58,8 @@ export async function spawnServer(dataDir: string): Promise<ChildServer> {
   child.stderr?.on('data', (c: Buffer) => (stderr += c.toString()));
   const url = await new Promise<string>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`vulcan serve did not start in 30 s: ${stderr}`)), 30_000);
-    const rl = readline.createInterface({ input: child.stdout! });
+    if (!child.stdout) throw new Error('no stdout pipe');
+    const rl = readline.createInterface({ input: child.stdout });
     rl.on('line', (line) => {
       try {
         const msg = JSON.parse(line) as { msg?: string; url?: string };

@@ -35,7 +35,7 @@ export function createHarness(backend: Backend, maxConcurrent = 8): Harness {
   return {
     backend,
     async run(req, opts = {}) {
-      const { spec, inputHash } = await validateWorkload(ulid(), { ...req, isolation: backend.name } as WorkloadRequestBody, DEFAULT_LIMITS);
+      const { spec, inputHash } = await validateWorkload(ulid(), { ...req, isolation: backend.name }, DEFAULT_LIMITS);
       const acc = backend.accepts(spec);
       if (!acc.ok) throw new Error(`${backend.name} refused the workload: ${acc.reason}`);
       const live = manager.submit(spec, backend.name, { backend, reason: acc.reason }, 'sync', inputHash);

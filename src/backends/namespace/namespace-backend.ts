@@ -8,12 +8,13 @@ import { Readable } from 'node:stream';
 import type { Acceptance, Availability, Backend, BackendCapabilities, RunIO, RunOutcome, RunSpec } from '../../core/backend.js';
 import { WorkloadAbort } from '../../core/backend.js';
 import type { BackendContext } from '../../core/context.js';
-import type { WorkloadError, WorkloadErrorCode } from '../../core/errors.js';
+import type { WorkloadError } from '../../core/errors.js';
 import type { JsonValue, Runtime } from '../../core/types.js';
 import { BWRAP_PATH, cgexecPathFor, publishStatic, spawnBwrap, type BwrapFile } from '../../host/bwrap.js';
 import { cgroupSupport, createCgroup, reapStaleCgroups, type Cgroup } from '../../host/cgroups.js';
 import { jsonToPythonLiteral } from './python-literal.js';
 import { readResultChannel, type RunnerMessage } from './result-channel.js';
+import { NamespaceSandboxDriver } from './sandbox-driver.js';
 
 const RUNTIMES = ['python', 'node', 'sh'] as const satisfies readonly Runtime[];
 type NamespaceRuntime = (typeof RUNTIMES)[number];
@@ -48,7 +49,9 @@ export class NamespaceBackend implements Backend {
   readonly name = 'namespace';
   readonly isolation = 'Linux namespaces (user, pid, net, ipc, uts, mount, cgroup) + cgroups, via bubblewrap';
   readonly runtimes: readonly Runtime[] = RUNTIMES;
-  readonly capabilities: BackendCapabilities = { sandboxes: false, pause: false, images: false, warmStart: false, network: false };
+  readonly capabilities: BackendCapabilities = { sandboxes: true, pause: true, images: false, warmStart: false, network: false };
+  /** Long-lived sandboxes on this backend (issue 6): src/backends/namespace/sandbox-driver.ts. */
+  readonly sandboxDriver: NamespaceSandboxDriver;
 
   private readonly cgexecPath: string;
   private readonly runnerSources: Readonly<Record<string, string>>;
@@ -58,6 +61,7 @@ export class NamespaceBackend implements Backend {
 
   constructor(private readonly ctx: BackendContext) {
     this.cgexecPath = cgexecPathFor(ctx.config.installDir);
+    this.sandboxDriver = new NamespaceSandboxDriver(ctx);
     const dir = path.join(ctx.config.installDir, 'src', 'backends', 'namespace', 'runners');
     this.runnerSources = Object.fromEntries([...Object.values(RUNNER_FILES), 'unpack.sh'].map((f) => [f, fs.readFileSync(path.join(dir, f), 'utf8')]));
   }
@@ -211,7 +215,7 @@ export class NamespaceBackend implements Backend {
       if (stats.oomKills > 0) return { code: 'memory_limit', message: `went over the memory limit of ${spec.limits.memMB} MiB (resources.mem_mb)` };
       if (pidsHit || stats.pidsMaxHits > 0) return { code: 'pids_limit', message: `hit the limit of ${spec.limits.pidsMax} processes` };
       if (channelError) return channelError;
-      if (result?.t === 'error') return { code: result.code as WorkloadErrorCode, message: result.message };
+      if (result?.t === 'error') return { code: result.code, message: result.message };
       if (exit.code !== 0) {
         if (readyAt === undefined && exit.code !== null && exit.code >= 120) {
           throw new Error(`the sandbox failed to start (exit ${exit.code})`);
