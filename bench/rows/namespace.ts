@@ -3,37 +3,17 @@
  * API (every run is a new sandbox), next to bare `bwrap … python3 -c pass` (and node),
  * sampled alternately in the same loop so both see the same machine load.
  */
-import { spawn } from 'node:child_process';
-import { request } from 'undici';
 import { summarize } from '../stats.js';
 import type { BenchContext, BenchRow } from '../types.js';
+import { timeCommand, timeWorkload } from './api.js';
 
 /** The floor: a bare bubblewrap sandbox with the same namespaces, running the interpreter. */
 export function bareBwrapArgv(argv: readonly string[]): string[] {
   return ['--unshare-all', '--die-with-parent', '--new-session', '--ro-bind', '/usr', '/usr', '--symlink', 'usr/bin', '/bin', '--symlink', 'usr/lib', '/lib', '--symlink', 'usr/lib64', '/lib64', '--proc', '/proc', '--dev', '/dev', ...argv];
 }
 
-async function timeBare(argv: readonly string[]): Promise<number> {
-  const t0 = performance.now();
-  const code = await new Promise<number | null>((resolve, reject) => {
-    const child = spawn('/usr/bin/bwrap', bareBwrapArgv(argv), { stdio: 'ignore' });
-    child.on('error', reject);
-    child.on('close', resolve);
-  });
-  if (code !== 0) throw new Error(`bare bwrap ${argv.join(' ')} exited ${String(code)}`);
-  return performance.now() - t0;
-}
-
-async function timeApi(url: string, body: object, expect: unknown): Promise<number> {
-  const t0 = performance.now();
-  const res = await request(`${url}/v1/workloads`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
-  const rec = (await res.body.json()) as { status?: string; output?: unknown };
-  const ms = performance.now() - t0;
-  if (res.statusCode !== 200 || rec.status !== 'completed' || JSON.stringify(rec.output) !== JSON.stringify(expect)) {
-    throw new Error(`namespace hello world failed: HTTP ${res.statusCode} ${JSON.stringify(rec).slice(0, 300)}`);
-  }
-  return ms;
-}
+const timeBare = (argv: readonly string[]) => timeCommand('/usr/bin/bwrap', bareBwrapArgv(argv));
+const timeApi = timeWorkload;
 
 async function pair(ctx: BenchContext, runtime: 'python' | 'node', code: string, floorArgv: string[], target?: number): Promise<BenchRow> {
   const api: number[] = [];

@@ -26,6 +26,7 @@ export const API_ERROR_CODES = {
   payload_too_large: { status: 413, userFault: true, retryable: false },
   unknown_runtime: { status: 422, userFault: true, retryable: false },
   unknown_isolation: { status: 422, userFault: true, retryable: false },
+  unknown_image: { status: 422, userFault: true, retryable: false },
   limit_out_of_range: { status: 422, userFault: true, retryable: false },
   not_found: { status: 404, userFault: true, retryable: false },
   conflict: { status: 409, userFault: true, retryable: false },

@@ -32,6 +32,28 @@ export interface CallOptions {
   readonly signal?: AbortSignal;
 }
 
+/** An image as the API shows it. */
+export interface ImageSummary {
+  name: string;
+  digest: string;
+  size_bytes: number;
+  file_count: number;
+  created_at: string;
+  source: unknown;
+  config: { cmd?: string[]; env?: string[]; workdir?: string };
+  neutralised: number;
+  neutralised_notes: string[];
+}
+
+/** The answer to starting an image build or import. */
+export interface ImageJobAccepted {
+  job_id: string;
+  name: string;
+  state: string;
+  /** Path of the job's event stream. */
+  events: string;
+}
+
 /** One event of a workload's log stream. */
 export type LogEvent = { readonly type: 'stdout' | 'stderr'; readonly data: string } | { readonly type: 'end'; readonly record: WorkloadRecord };
 
@@ -116,35 +138,82 @@ export class VulcanClient {
     }
   }
 
-  /**
-   * Streams a workload's output from the start: stdout and stderr chunks in order, then one
-   * `end` event with the final record.
-   */
-  async *logs(id: string, opts: CallOptions = {}): AsyncGenerator<LogEvent> {
-    const res = await fetch(`${this.url}/v1/workloads/${encodeURIComponent(id)}/logs`, {
-      headers: { accept: 'text/event-stream' },
+  /** Images in the node's store. */
+  async images(opts: CallOptions = {}): Promise<ImageSummary[]> {
+    return (await this.request<{ images: ImageSummary[] }>('GET', '/v1/images', undefined, opts)).images;
+  }
+
+  /** One image; throws NotFoundError. */
+  image(name: string, opts: CallOptions = {}): Promise<ImageSummary> {
+    return this.request('GET', `/v1/images/${encodeURIComponent(name)}`, undefined, opts);
+  }
+
+  /** Starts an image build; follow it with `imageJob(job_id)`. */
+  buildImage(req: { name: string; packages?: string[]; busybox?: boolean; suite?: string }, opts: CallOptions = {}): Promise<ImageJobAccepted> {
+    return this.request('POST', '/v1/images', req, opts);
+  }
+
+  /** Uploads a `docker save` or OCI layout tarball (streamed) and starts its import. */
+  async importImage(tarball: ReadableStream<Uint8Array> | Blob, name?: string, opts: CallOptions = {}): Promise<ImageJobAccepted> {
+    const res = await fetch(`${this.url}/v1/images/import${name ? `?name=${encodeURIComponent(name)}` : ''}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-tar' },
+      body: tarball as BodyInit,
+      // Node's fetch streams a request body only in half-duplex mode.
+      ...({ duplex: 'half' } as object),
       ...(opts.signal ? { signal: opts.signal } : {}),
-    }).catch((err: Error) => {
+    });
+    const body: unknown = await res.json().catch(() => null);
+    if (!res.ok) throw errorFromBody(body, res.status);
+    return body as ImageJobAccepted;
+  }
+
+  /** Removes an image. */
+  async removeImage(name: string, opts: CallOptions = {}): Promise<void> {
+    await this.request('DELETE', `/v1/images/${encodeURIComponent(name)}`, undefined, opts);
+  }
+
+  /** Progress lines of an image build or import, then its end. */
+  async *imageJob(jobId: string, opts: CallOptions = {}): AsyncGenerator<{ type: 'progress'; line: string } | { type: 'end'; state: 'done' | 'failed'; image?: ImageSummary; error?: { code: string; message: string } }> {
+    for await (const ev of this.sse(`/v1/images/jobs/${encodeURIComponent(jobId)}`, opts)) {
+      if (ev.event === 'progress') yield { type: 'progress', line: ev.data as string };
+      else if (ev.event === 'end') {
+        yield { type: 'end', ...(ev.data as { state: 'done' | 'failed'; image?: ImageSummary; error?: { code: string; message: string } }) };
+        return;
+      }
+    }
+  }
+
+  /** Server-Sent Events from `path`, each with its data parsed from JSON. */
+  private async *sse(path: string, opts: CallOptions): AsyncGenerator<{ event: string; data: unknown }> {
+    const res = await fetch(`${this.url}${path}`, { headers: { accept: 'text/event-stream' }, ...(opts.signal ? { signal: opts.signal } : {}) }).catch((err: Error) => {
       throw new VulcanApiError('connection_failed', `cannot reach the Vulcan server at ${this.url}: ${err.message}`, 0);
     });
     if (!res.ok || !res.body) throw errorFromBody(await res.json().catch(() => null), res.status);
-    const queue: LogEvent[] = [];
-    const parser = createParser({
-      onEvent: (ev: EventSourceMessage) => {
-        const data: unknown = JSON.parse(ev.data);
-        if (ev.event === 'stdout' || ev.event === 'stderr') queue.push({ type: ev.event, data: data as string });
-        else if (ev.event === 'end') queue.push({ type: 'end', record: data as WorkloadRecord });
-      },
-    });
+    const queue: { event: string; data: unknown }[] = [];
+    const parser = createParser({ onEvent: (ev: EventSourceMessage) => queue.push({ event: ev.event ?? 'message', data: JSON.parse(ev.data) as unknown }) });
     const decoder = new TextDecoder();
     for await (const chunk of res.body as AsyncIterable<Uint8Array>) {
       parser.feed(decoder.decode(chunk, { stream: true }));
       while (queue.length) {
         const ev = queue.shift();
-        if (!ev) break;
-        yield ev;
-        if (ev.type === 'end') return;
+        if (ev) yield ev;
       }
     }
   }
+
+  /**
+   * Streams a workload's output from the start: stdout and stderr chunks in order, then one
+   * `end` event with the final record.
+   */
+  async *logs(id: string, opts: CallOptions = {}): AsyncGenerator<LogEvent> {
+    for await (const ev of this.sse(`/v1/workloads/${encodeURIComponent(id)}/logs`, opts)) {
+      if (ev.event === 'stdout' || ev.event === 'stderr') yield { type: ev.event, data: ev.data as string };
+      else if (ev.event === 'end') {
+        yield { type: 'end', record: ev.data as WorkloadRecord };
+        return;
+      }
+    }
+  }
+
 }

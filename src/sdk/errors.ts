@@ -41,6 +41,7 @@ const CLASSES: Record<string, typeof VulcanApiError> = {
   payload_too_large: InvalidRequestError,
   unknown_runtime: InvalidRequestError,
   unknown_isolation: InvalidRequestError,
+  unknown_image: InvalidRequestError,
   limit_out_of_range: InvalidRequestError,
   not_found: NotFoundError,
   conflict: ConflictError,

@@ -7,7 +7,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import readline from 'node:readline';
-import type { ImageStore } from '../../src/core/images.js';
+import type { LocalImageStore } from '../../src/images/index.js';
 import type { BackendName } from '../../src/core/types.js';
 import { VulcanClient } from '../../src/sdk/index.js';
 import { startServer } from '../../src/server/serve.js';
@@ -21,7 +21,7 @@ export interface TestServer {
 }
 
 /** A server in this process. Backends default to namespace only (fast to probe). */
-export async function startTestServer(opts: { backends?: readonly BackendName[]; images?: ImageStore; dataDir?: string; maxConcurrent?: number } = {}): Promise<TestServer> {
+export async function startTestServer(opts: { backends?: readonly BackendName[]; images?: LocalImageStore; dataDir?: string; maxConcurrent?: number } = {}): Promise<TestServer> {
   const dataDir = opts.dataDir ?? tempDir('vulcan-server-');
   const config = { ...testConfig(dataDir), logLevel: process.env.VULCAN_TEST_LOG ?? 'silent', ...(opts.maxConcurrent ? { maxConcurrent: opts.maxConcurrent } : {}) };
   const server = await startServer(config, { backends: opts.backends ?? ['namespace'], ...(opts.images ? { images: opts.images } : {}) });

@@ -33,6 +33,9 @@ export function registerWorkloadRoutes(app: FastifyInstance, parts: AppParts): v
   /** Validates, picks a backend and submits; nothing is recorded when any step refuses. */
   async function accept(body: WorkloadRequestBody, mode: 'sync' | 'async') {
     const { spec, isolation, inputHash } = await validateWorkload(ulid(), body, config.defaults);
+    if (spec.image !== undefined && (await parts.images.resolve(spec.image)) === null) {
+      throw new VulcanError('unknown_image', `no image ${JSON.stringify(spec.image)} in this node's store; see GET /v1/images (vulcan image ls)`, { details: { field: 'image' } });
+    }
     const selection = backends.select(isolation, spec);
     return { id: spec.id, live: manager.submit(spec, isolation, selection, mode, inputHash) };
   }

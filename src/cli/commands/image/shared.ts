@@ -3,7 +3,7 @@
  * These commands act on the node's own image store (they run where the data dir is).
  */
 import { styleText } from 'node:util';
-import { createImageStore, type ImageInfo, type LocalImageStore } from '../../../images/index.js';
+import { createImageStore, type LocalImageStore } from '../../../images/index.js';
 
 /** Options every image command takes. */
 export interface ImageCommandOptions {
@@ -33,19 +33,4 @@ export function progressPrinter(opts: ImageCommandOptions): (line: string) => vo
 /** `123 MiB`. */
 export function mib(bytes: number): string {
   return `${(bytes / 2 ** 20).toFixed(bytes < 10 * 2 ** 20 ? 1 : 0)} MiB`;
-}
-
-/** The JSON shape of an image for `--json` and the HTTP API. */
-export function imageJson(i: ImageInfo): Record<string, unknown> {
-  return {
-    name: i.name,
-    digest: i.digest,
-    size_bytes: i.sizeBytes,
-    file_count: i.fileCount,
-    created_at: i.createdAt,
-    source: i.source,
-    config: i.config,
-    neutralised: i.neutralised,
-    neutralised_notes: i.neutralisedNotes,
-  };
 }
