@@ -621,6 +621,9 @@ int main(void) {
   const char *disk = getenv("vulcan_disk_mb");
   unsigned disk_mb = disk ? (unsigned)strtoul(disk, NULL, 10) : 64;
   prepare_cgroup();
+  /* The workload's cgroup is the one memory authority: a big malloc is not refused by the
+   * guest's overcommit heuristic, it is OOM-killed by memory.max (reported as memory_limit). */
+  write_file("/proc/sys/vm/overcommit_memory", "1");
   prepare_root(disk_mb ? disk_mb : 64);
 
   struct utsname u;

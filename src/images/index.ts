@@ -7,5 +7,6 @@ export type { BuildOptions, ImageInfo, ImageLimits, ImageSource, ImportOptions, 
 export { BUILTIN_IMAGES, RUNTIME_IMAGES, ensureBuiltinImages } from './builtins.js';
 export type { BuiltinImage } from './builtins.js';
 export { HostileTarballError } from './extract.js';
+export { imageJson } from './json.js';
 export type { ImportFormat, ImageRuntimeConfig } from './import.js';
 export type { BuildRecipe } from './build.js';

@@ -251,7 +251,16 @@ class FsImageStore implements LocalImageStore {
     const hex = summary.digest.slice('sha256:'.length);
     const target = this.p('rootfs', hex);
     if (fs.existsSync(target)) fs.rmSync(tree, { recursive: true, force: true });
-    else fs.renameSync(tree, target);
+    else {
+      try {
+        fs.renameSync(tree, target);
+      } catch (err) {
+        // Another build or import of the same content won the race: keep its tree.
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code !== 'ENOTEMPTY' && code !== 'EEXIST') throw err;
+        fs.rmSync(tree, { recursive: true, force: true });
+      }
+    }
     const meta: StoredMeta = { digest: summary.digest, sizeBytes: summary.sizeBytes, fileCount: summary.fileCount, config, neutralised: stats.neutralised, neutralisedNotes: stats.notes };
     writeJsonAtomic(this.p('meta', `${hex}.json`), meta);
     const previous = readJsonOrNull<StoredRef>(this.p('refs', `${name}.json`));

@@ -12,7 +12,7 @@ import { after, before, describe, it } from 'node:test';
 import * as tar from 'tar';
 import { createHarness, type Harness } from '../../src/backends/conformance/harness.js';
 import { describeWorkloadConformance } from '../../src/backends/conformance/workload-suite.js';
-import { ContainerBackend, LABEL_MANAGED } from '../../src/backends/container/container-backend.js';
+import { ContainerBackend, LABEL_MANAGED, LABEL_POOL } from '../../src/backends/container/container-backend.js';
 import { DockerClient, dockerSocketPath } from '../../src/backends/container/docker-client.js';
 import { processesOf } from '../../src/backends/container/leaks.js';
 import { createImageStore, ensureBuiltinImages, type LocalImageStore } from '../../src/images/index.js';
@@ -23,27 +23,37 @@ const dataDir = tempDir('vulcan-container-');
 const store = createImageStore(TEST_IMAGES_DIR);
 let storeReady: Promise<unknown> | undefined;
 
-async function newBackend(runtime = 'runc'): Promise<ContainerBackend> {
+async function newBackend(runtime = 'runc', poolSize = 0): Promise<ContainerBackend> {
   storeReady ??= ensureBuiltinImages(store);
   await storeReady;
-  return new ContainerBackend(testContext(store, testConfig(dataDir)), { runtime });
+  return new ContainerBackend(testContext(store, testConfig(dataDir)), { runtime, poolSize });
 }
 
-/** Vulcan's containers, runtime processes and mounts/dirs under this test's data dir. */
-async function leftovers(): Promise<string[]> {
+/**
+ * Vulcan's containers, runtime processes and mounts/dirs under this test's data dir. With
+ * `idlePool`, a warm pool's idle containers (running, never used) and their slots are allowed:
+ * they belong to the backend until close(), which the particulars check.
+ */
+async function leftovers(idlePool = false): Promise<string[]> {
   const out: string[] = [];
+  let pooled = 0;
   if (fs.existsSync(dockerSocketPath())) {
     const client = new DockerClient(dockerSocketPath());
     try {
-      for (const c of await client.listContainers([`${LABEL_MANAGED}=true`])) out.push(`container ${c.Id.slice(0, 12)} ${c.State}`);
+      for (const c of await client.listContainers([`${LABEL_MANAGED}=true`])) {
+        if (idlePool && c.Labels[LABEL_POOL] === 'true' && c.State === 'running') pooled++;
+        else out.push(`container ${c.Id.slice(0, 12)} ${c.State}`);
+      }
     } finally {
       await client.close();
     }
   }
-  out.push(...processesWith('runsc', 'moby'), ...processesWith('containerd-shim', 'moby'));
-  for (const line of fs.readFileSync('/proc/self/mounts', 'utf8').split('\n')) if (line.includes(dataDir)) out.push(`mount ${line}`);
+  out.push(...processesWith('runsc', 'moby'));
+  const shims = processesWith('containerd-shim', 'moby');
+  if (shims.length > pooled) out.push(...shims);
+  for (const line of fs.readFileSync('/proc/self/mounts', 'utf8').split('\n')) if (line.includes(dataDir) && !(idlePool && line.includes('/w-pool-'))) out.push(`mount ${line}`);
   const base = path.join(dataDir, 'container');
-  if (fs.existsSync(base)) for (const d of fs.readdirSync(base)) out.push(`dir ${d}`);
+  if (fs.existsSync(base)) for (const d of fs.readdirSync(base)) if (!(idlePool && d.startsWith('w-pool-'))) out.push(`dir ${d}`);
   return out;
 }
 
@@ -77,13 +87,18 @@ after(() => {
 });
 
 describeWorkloadConformance('container/runc', {
-  create: () => newBackend('runc'),
-  leftovers,
+  create: () => newBackend('runc', 1),
+  leftovers: () => leftovers(true),
+});
+
+describeWorkloadConformance('container/runc (no pool)', {
+  create: () => newBackend('runc', 0),
+  leftovers: () => leftovers(),
 });
 
 describeWorkloadConformance('container/runsc', {
-  create: () => newBackend('runsc'),
-  leftovers,
+  create: () => newBackend('runsc', 1),
+  leftovers: () => leftovers(true),
 });
 
 describe('container: particulars', () => {
@@ -103,7 +118,19 @@ describe('container: particulars', () => {
   after(async () => {
     await h?.close();
     await backend?.close();
-    if (!unavailable) await store.remove('ct-test-image').catch(() => undefined);
+    if (!unavailable) {
+      await store.remove('ct-test-image').catch(() => undefined);
+      // Reconciliation drops daemon images whose store image is gone.
+      const b = await newBackend();
+      await b.reconcile();
+      await b.close();
+      const client = new DockerClient(dockerSocketPath());
+      try {
+        assert.deepEqual(await client.listImages('vulcan/ct-test-image'), []);
+      } finally {
+        await client.close();
+      }
+    }
   });
 
   it('probes every runtime the daemon lists; one that cannot run here is reported with the daemon reason and leaves nothing', { timeout: 120_000 }, async (t) => {
@@ -181,8 +208,35 @@ describe('container: particulars', () => {
     }
   });
 
+  it('a warm pool serves workloads (env quoting included) and close() removes its idle containers', { timeout: 120_000 }, async (t) => {
+    if (unavailable) return t.skip(unavailable);
+    const pooled = await newBackend('runc', 2);
+    assert.ok((await pooled.probe()).available);
+    const ph = createHarness(pooled);
+    try {
+      const tricky = "it's $HOME `id` \\ \"q\"";
+      for (let i = 0; i < 3; i++) {
+        const rec = await ph.run({ runtime: 'sh', code: 'printf "%s|" "$Q"; pwd; cat\n', env: { Q: tricky }, input: { i } });
+        assert.equal(rec.status, 'completed', JSON.stringify(rec));
+        assert.equal(rec.stdout, `${tricky}|/work\n{"i":${i}}`);
+      }
+      await pooled.whenPoolFilled();
+      const client = new DockerClient(dockerSocketPath());
+      try {
+        assert.ok((await client.listContainers([`${LABEL_POOL}=true`])).length >= 1, 'the pool holds a pre-started container');
+      } finally {
+        await client.close();
+      }
+    } finally {
+      await ph.close();
+      await pooled.close();
+    }
+    assert.deepEqual(await leftovers(), []);
+  });
+
   it('leaves nothing behind after the particulars', async (t) => {
     if (unavailable) return t.skip(unavailable);
+    await backend.close();
     assert.deepEqual(await leftovers(), []);
   });
 });

@@ -214,8 +214,8 @@ describe('microvm backend in a real VM', () => {
 
   it('reports a memory bomb as memory_limit', { timeout: 120_000 }, async (t) => {
     if (unavailable) return t.skip(unavailable);
-    // Many small allocations, so it is the cgroup's OOM killer that stops it, not a failed malloc.
-    const r = await run(b, spec('sh', `awk 'BEGIN { while (1) a[i++] = sprintf("%10000s", i) }'; echo survived`, { memMB: 48 }));
+    // dd fills its 96 MiB buffer, so it is the cgroup's OOM killer that stops it.
+    const r = await run(b, spec('sh', 'dd if=/dev/zero of=/dev/null bs=96M count=1; echo survived', { memMB: 48 }));
     assert.equal(r.error?.code, 'memory_limit', JSON.stringify(r));
     assert.doesNotMatch(r.stdout, /survived/);
   });

@@ -174,6 +174,18 @@ export class ContainerBackend implements Backend {
       await unmountIfMounted(path.join(this.baseDir, d, 'vulcan', 'out'));
       fs.rmSync(path.join(this.baseDir, d), { recursive: true, force: true });
     }
+    // Daemon images of store images that were removed or rebuilt since they were loaded.
+    const images = await client.listImages('vulcan/*').catch(() => []);
+    for (const img of images) {
+      for (const ref of img.RepoTags ?? []) {
+        const m = /^vulcan\/([^:]+):([a-f0-9]{12})$/.exec(ref);
+        if (!m) continue;
+        const current = await this.ctx.images.resolve(m[1] ?? '');
+        if (current && current.digest.slice(7, 19) === m[2]) continue;
+        await client.removeImage(ref).catch((err: unknown) => this.ctx.log.warn({ err, ref }, 'cannot remove a stale daemon image'));
+        this.loaded.delete(ref);
+      }
+    }
     if (stale.length > 0 || dirs.length > 0) this.ctx.log.warn({ containers: stale.map((c) => c.Id.slice(0, 12)), dirs }, 'removed containers left by an earlier server');
   }
 

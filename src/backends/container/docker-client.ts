@@ -175,6 +175,15 @@ export class DockerClient {
     }
   }
 
+  /** Images whose reference matches `pattern` (e.g. `vulcan/*`). */
+  listImages(pattern: string): Promise<{ Id: string; RepoTags: string[] | null }[]> {
+    return this.call('GET', `/images/json?filters=${encodeURIComponent(JSON.stringify({ reference: [pattern] }))}`);
+  }
+
+  async removeImage(ref: string): Promise<void> {
+    await this.call('DELETE', `/images/${encodeURIComponent(ref)}`);
+  }
+
   async createContainer(name: string, body: ContainerCreateBody): Promise<string> {
     const r = await this.call<{ Id: string }>('POST', `/containers/create?name=${encodeURIComponent(name)}`, body);
     return r.Id;

@@ -9,7 +9,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { RunOutcome, RunSpec } from '../../core/backend.js';
-import { WORKLOAD_ERROR_CODES, type WorkloadError, type WorkloadErrorCode } from '../../core/errors.js';
+import type { WorkloadError, WorkloadErrorCode } from '../../core/errors.js';
 import type { JsonValue } from '../../core/types.js';
 import { ExitFlag, type GuestFile, type RunRequest } from './protocol.js';
 import type { AgentRunResult } from './session.js';
@@ -140,7 +140,3 @@ export function toOutcome(result: AgentRunResult, startMs: number, notes: Record
   return { ...base, error: null, ...(report.hasOutput ? { output: report.output ?? null } : {}) };
 }
 
-/** True when `code` is a registered workload error code. */
-export function isWorkloadErrorCode(code: string): code is WorkloadErrorCode {
-  return (WORKLOAD_ERROR_CODES as readonly string[]).includes(code);
-}
