@@ -41,6 +41,8 @@ export interface BenchmarkOptions {
   readonly samples?: number;
   /** A running server to measure; by default the benchmark starts its own. */
   readonly url?: string;
+  /** The pid of the server at `url`, when it is on this host: memory per workload reads its processes. */
+  readonly serverPid?: number;
   /** The memory budget for max concurrent and throughput clients, MiB. Default a quarter of the host's memory, at most 4096. */
   readonly memBudgetMB?: number;
   /** Progress lines for people. */
@@ -61,7 +63,20 @@ async function loadRows(name: BackendName): Promise<((ctx: BenchContext) => Prom
   }
 }
 
+/**
+ * The data dir whose image store the benchmark's server shares (gvisor, container and
+ * microvm run images): VULCAN_IMAGES_DATA_DIR, else VULCAN_DATA_DIR or /var/lib/vulcan, else
+ * the tests' /var/lib/vulcan-test-images; the first that has an `images` directory.
+ */
+export function imagesDataDir(): string | undefined {
+  const candidates = [process.env.VULCAN_IMAGES_DATA_DIR, process.env.VULCAN_DATA_DIR ?? '/var/lib/vulcan', '/var/lib/vulcan-test-images'];
+  return candidates.find((d): d is string => d !== undefined && d !== '' && fs.existsSync(path.join(d, 'images')));
+}
+
 async function startServer(dataDir: string): Promise<{ url: string; child: ChildProcess }> {
+  // A fresh data dir (its own database), sharing the built images through a symlink.
+  const images = imagesDataDir();
+  if (images) fs.symlinkSync(path.join(images, 'images'), path.join(dataDir, 'images'));
   const child = spawn(process.execPath, [VULCAN_BIN, 'serve', '--port', '0', '--data-dir', dataDir], {
     env: { ...process.env, VULCAN_LOG_LEVEL: 'info', VULCAN_MAX_CONCURRENT: String(BENCH_MAX_CONCURRENT) },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -104,8 +119,9 @@ export async function runBenchmark(opts: BenchmarkOptions = {}): Promise<Benchma
   const samples = opts.samples ?? (mode === 'tiny' ? 2 : mode === 'quick' ? 8 : 40);
   const memBudgetMB = opts.memBudgetMB ?? Math.min(4096, Math.floor(os.totalmem() / 2 ** 20 / 4));
   const progress = (msg: string) => opts.progress?.(`+${((performance.now() - t0) / 1000).toFixed(1)}s ${msg}`);
-  const wanted = opts.backends?.length ? opts.backends : [...BACKEND_NAMES];
-  for (const b of wanted) if (!(BACKEND_NAMES as readonly string[]).includes(b)) throw new Error(`--backends: unknown backend ${JSON.stringify(b)}; choose from ${BACKEND_NAMES.join(', ')}`);
+  // Always in the registry's order (weakest wall first), whatever order the flag named them in.
+  const wanted = opts.backends?.length ? BACKEND_NAMES.filter((b) => opts.backends?.includes(b)) : [...BACKEND_NAMES];
+  for (const b of opts.backends ?? []) if (!(BACKEND_NAMES as readonly string[]).includes(b)) throw new Error(`--backends: unknown backend ${JSON.stringify(b)}; choose from ${BACKEND_NAMES.join(', ')}`);
 
   progress('describing the machine');
   const machine = await describeMachine();
@@ -152,7 +168,7 @@ export async function runBenchmark(opts: BenchmarkOptions = {}): Promise<Benchma
       }
       const common = await runCommonMeasures({
         url,
-        ...(child?.pid !== undefined ? { serverPid: child.pid } : {}),
+        ...((child?.pid ?? opts.serverPid) !== undefined ? { serverPid: child?.pid ?? opts.serverPid } : {}),
         backend: name,
         runtimes: info.runtimes,
         have,
@@ -241,10 +257,12 @@ async function cli(argv: string[]): Promise<number> {
       url: { type: 'string' },
       samples: { type: 'string' },
       'mem-budget-mb': { type: 'string' },
+      'server-pid': { type: 'string' },
     },
   });
   const samples = positive('--samples', values.samples);
   const memBudgetMB = positive('--mem-budget-mb', values['mem-budget-mb']);
+  const serverPid = positive('--server-pid', values['server-pid']);
   return benchmarkCommand({
     ...(values.backends ? { backends: values.backends.split(',').map((s) => s.trim()).filter(Boolean) } : {}),
     quick: values.quick ?? false,
@@ -254,6 +272,7 @@ async function cli(argv: string[]): Promise<number> {
     ...(values.url ? { url: values.url } : {}),
     ...(samples ? { samples: Math.round(samples) } : {}),
     ...(memBudgetMB ? { memBudgetMB } : {}),
+    ...(serverPid ? { serverPid } : {}),
   });
 }
 

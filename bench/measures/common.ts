@@ -23,9 +23,13 @@ export interface CommonPlan {
   /** Top of the concurrency ramp, and batches per level. */
   readonly maxLevel: number;
   readonly levelRounds: number;
-  /** Hello-world throughput: clients and seconds. */
+  /** Hello-world throughput: clients and seconds; slow backends get a longer window, up to maxSeconds. */
   readonly clients: number;
   readonly seconds: number;
+  readonly maxSeconds: number;
+  /** Time budgets of the serial hello-world samples and of the concurrency ramp, ms: a slow backend (a TCG microVM) gets fewer samples, never fewer than 3. */
+  readonly helloBudgetMs: number;
+  readonly rampBudgetMs: number;
   /** CPU task: target milliseconds bare, tasks per loop, loops at once. */
   readonly cpuTaskMs: number;
   readonly cpuPerLoop: number;
@@ -35,9 +39,9 @@ export interface CommonPlan {
 /** The plan for a run: tiny (CI smoke), quick, or full. */
 export function planFor(mode: 'tiny' | 'quick' | 'full', samples: number, memBudgetMB: number): CommonPlan {
   const cores = os.availableParallelism();
-  if (mode === 'tiny') return { samples, memoryK: 2, memoryRounds: 1, memBudgetMB, maxLevel: 2, levelRounds: 1, clients: 4, seconds: 1, cpuTaskMs: 200, cpuPerLoop: 1, cpuParallel: 1 };
-  if (mode === 'quick') return { samples, memoryK: 4, memoryRounds: 1, memBudgetMB, maxLevel: 16, levelRounds: 1, clients: 50, seconds: 3, cpuTaskMs: 1000, cpuPerLoop: 1, cpuParallel: cores };
-  return { samples, memoryK: 8, memoryRounds: 3, memBudgetMB, maxLevel: 64, levelRounds: 3, clients: 50, seconds: 10, cpuTaskMs: 1000, cpuPerLoop: 3, cpuParallel: cores };
+  if (mode === 'tiny') return { samples, memoryK: 2, memoryRounds: 1, memBudgetMB, maxLevel: 2, levelRounds: 1, clients: 4, seconds: 1, maxSeconds: 3, helloBudgetMs: 5_000, rampBudgetMs: 10_000, cpuTaskMs: 200, cpuPerLoop: 1, cpuParallel: 1 };
+  if (mode === 'quick') return { samples, memoryK: 4, memoryRounds: 1, memBudgetMB, maxLevel: 16, levelRounds: 1, clients: 50, seconds: 3, maxSeconds: 8, helloBudgetMs: 12_000, rampBudgetMs: 20_000, cpuTaskMs: 1000, cpuPerLoop: 1, cpuParallel: cores };
+  return { samples, memoryK: 8, memoryRounds: 3, memBudgetMB, maxLevel: 64, levelRounds: 3, clients: 50, seconds: 10, maxSeconds: 60, helloBudgetMs: 300_000, rampBudgetMs: 300_000, cpuTaskMs: 1000, cpuPerLoop: 3, cpuParallel: cores };
 }
 
 /** Floors shared by every backend, measured once per run and reused. */
@@ -165,7 +169,12 @@ export async function runCommonMeasures(input: CommonInput): Promise<CommonOutpu
     const bare = bareStartArgv(runtime);
     const lat: number[] = [];
     const floor: number[] = [];
+    const t0 = performance.now();
     for (let i = 0; i < plan.samples; i++) {
+      if (i >= 3 && performance.now() - t0 > plan.helloBudgetMs) {
+        progress(`${backend}: hello_roundtrip stopped at ${i} samples (time budget ${plan.helloBudgetMs / 1000} s)`);
+        break;
+      }
       if (bare) floor.push(await timeArgv(bare.argv));
       const { rec, ms } = await runSync(url, body);
       if (!helloOk(runtime, rec)) throw new Error(`hello world failed: ${describeFailure(rec)}`);
@@ -188,8 +197,10 @@ export async function runCommonMeasures(input: CommonInput): Promise<CommonOutpu
   let memPerWorkload = 64;
   await attempt('memory_per_workload', async () => {
     if (input.serverPid === undefined) throw new Error('needs a server the benchmark started itself (not --url): it reads the server\'s processes');
-    const seconds = Math.min(30, Math.max(2, 2 + (3 * helloP50 * plan.memoryK) / os.availableParallelism() / 1000));
-    const m = await measureMemory({ url, serverPid: input.serverPid, isolation: backend, runtime, k: plan.memoryK, rounds: plan.memoryRounds, seconds, memMB: 128, progress });
+    // A slow starter (a TCG microVM) gets fewer, longer-lived idle workloads, so all are alive at once.
+    const k = helloP50 > 1000 ? Math.min(2, plan.memoryK) : plan.memoryK;
+    const seconds = Math.min(30, Math.max(2, 2 + (3 * helloP50 * k) / os.availableParallelism() / 1000));
+    const m = await measureMemory({ url, serverPid: input.serverPid, isolation: backend, runtime, k, rounds: plan.memoryRounds, seconds, memMB: 128, progress });
     memPerWorkload = Math.max(1, m.perWorkload.p50);
     rows.push({
       backend,
@@ -204,7 +215,8 @@ export async function runCommonMeasures(input: CommonInput): Promise<CommonOutpu
 
   await attempt('max_concurrent', async () => {
     const bound = Math.max(1000, 10 * helloP50);
-    const c = await maxConcurrent({ url, isolation: backend, runtime, memPerWorkloadMB: memPerWorkload, memBudgetMB: plan.memBudgetMB, p99BoundMs: bound, maxLevel: plan.maxLevel, rounds: plan.levelRounds, progress });
+    const c = await maxConcurrent({ url, isolation: backend, runtime, memPerWorkloadMB: memPerWorkload, memBudgetMB: plan.memBudgetMB, p99BoundMs: bound, maxLevel: plan.maxLevel, rounds: plan.levelRounds, budgetMs: plan.rampBudgetMs, progress });
+    if (c.max === 0) throw new Error(`not even one workload held the bounds: ${c.stoppedBy}`);
     const v = { p50: c.max, p99: c.max, mean: c.max, n: c.levels.length };
     rows.push({
       backend,
@@ -216,10 +228,17 @@ export async function runCommonMeasures(input: CommonInput): Promise<CommonOutpu
   });
 
   await attempt('throughput', async () => {
-    // Clients beyond what the memory budget holds would only measure swapping.
-    const clients = Math.max(1, Math.min(plan.clients, Math.floor(plan.memBudgetMB / memPerWorkload)));
-    const r = await helloThroughput(url, backend, runtime, clients, plan.seconds);
-    if (r.completed === 0) throw new Error(`no request completed in ${plan.seconds} s${r.firstError ? `: ${r.firstError}` : ''}`);
+    // Clients beyond what the memory budget holds would only measure swapping. A closed loop of
+    // c clients sees requests take about c × p50 ÷ cores; the window must hold several of them,
+    // so a slow backend gets a longer window (up to maxSeconds) and then fewer clients.
+    const cores = os.availableParallelism();
+    const budgetClients = Math.max(1, Math.min(plan.clients, Math.floor(plan.memBudgetMB / memPerWorkload)));
+    const perRequestS = (c: number) => (c * helloP50) / cores / 1000;
+    const seconds = Math.min(plan.maxSeconds, Math.max(plan.seconds, Math.ceil(3 * perRequestS(budgetClients))));
+    const clients = Math.max(1, Math.min(budgetClients, Math.floor((seconds / 3) * cores * 1000 / Math.max(1, helloP50))));
+    const capped = clients < plan.clients ? `; clients capped at ${clients} (${clients < budgetClients ? `so that a request completes well within the ${seconds} s window` : 'by the memory budget'})` : '';
+    const r = await helloThroughput(url, backend, runtime, clients, seconds);
+    if (r.completed === 0) throw new Error(`no request completed in ${seconds} s with ${clients} clients${r.firstError ? `: ${r.firstError}` : ''}`);
     const bare = await floors.httpRate();
     rows.push({
       backend,
@@ -228,7 +247,7 @@ export async function runCommonMeasures(input: CommonInput): Promise<CommonOutpu
       value: { p50: r.rate, p99: r.rate, mean: r.rate, n: r.completed },
       floor: { name: `bare node http server returning a constant, ${plan.clients} clients`, value: { p50: bare, p99: bare, mean: bare, n: 1 } },
       ratio: r.rate / bare,
-      note: `${clients} keep-alive clients for ${plan.seconds} s, POST /v1/workloads ${runtime} hello world; ${r.completed} completed, ${r.errors} errors${r.firstError ? ` (first: ${r.firstError.slice(0, 120)})` : ''}; request p50 ${summarize(r.latencies).p50.toFixed(0)} ms${clients < plan.clients ? `; clients capped by the memory budget` : ''}`,
+      note: `${clients} keep-alive clients for ${seconds} s, POST /v1/workloads ${runtime} hello world; ${r.completed} completed, ${r.errors} errors${r.firstError ? ` (first: ${r.firstError.slice(0, 120)})` : ''}; request p50 ${summarize(r.latencies).p50.toFixed(0)} ms${capped}`,
     });
     distributions.push({ backend, measure: 'throughput_latency', unit: 'ms', samples: thin(r.latencies).map(round2) });
   });

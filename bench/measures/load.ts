@@ -173,6 +173,8 @@ export async function maxConcurrent(opts: {
   readonly p99BoundMs: number;
   readonly maxLevel: number;
   readonly rounds: number;
+  /** Stops before a level that would likely end past this many ms from the start. */
+  readonly budgetMs: number;
   readonly progress: (msg: string) => void;
 }): Promise<ConcurrencyResult> {
   const body = helloBody(opts.isolation, opts.runtime);
@@ -180,8 +182,16 @@ export async function maxConcurrent(opts: {
   let max = 0;
   let stoppedBy = `reached the ramp's top (${opts.maxLevel})`;
   const pool = new Pool(new URL(opts.url).origin, { connections: opts.maxLevel, pipelining: 1, headersTimeout: 0, bodyTimeout: 0 });
+  const t0 = performance.now();
   try {
     for (let c = 1; c <= opts.maxLevel; c *= 2) {
+      const last = levels.at(-1);
+      // The next level takes about twice the last one's p99 per batch when CPU-bound; more
+      // under emulation (TCG), so three times is the estimate.
+      if (last && performance.now() - t0 + 3 * last.latency.p99 * opts.rounds > opts.budgetMs) {
+        stoppedBy = `the time budget (${(opts.budgetMs / 1000).toFixed(0)} s) before level ${c}`;
+        break;
+      }
       if (c * opts.memPerWorkloadMB > opts.memBudgetMB) {
         stoppedBy = `memory budget: ${c} × ${opts.memPerWorkloadMB.toFixed(1)} MiB > ${opts.memBudgetMB} MiB`;
         break;

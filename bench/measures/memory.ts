@@ -65,15 +65,22 @@ export function serverProcesses(serverPid: number, baseline?: ReadonlySet<number
     list.push(pid);
     children.set(p.ppid, list);
   }
-  const seen = new Set<number>();
-  const stack = [serverPid];
-  while (stack.length) {
-    const pid = stack.pop();
-    if (pid === undefined || seen.has(pid)) continue;
-    seen.add(pid);
-    stack.push(...(children.get(pid) ?? []));
-  }
+  const subtree = (root: number) => {
+    const out = new Set<number>();
+    const stack = [root];
+    while (stack.length) {
+      const pid = stack.pop();
+      if (pid === undefined || out.has(pid)) continue;
+      out.add(pid);
+      stack.push(...(children.get(pid) ?? []));
+    }
+    return out;
+  };
+  const seen = subtree(serverPid);
   seen.delete(serverPid);
+  // When the server itself started this benchmark (POST /v1/stats/benchmark), the benchmark
+  // and its floors are the server's descendants too: they are not sandboxes.
+  for (const pid of subtree(process.pid)) seen.delete(pid);
   if (baseline) {
     for (const [pid, p] of procs) {
       if (seen.has(pid) || baseline.has(pid)) continue;
@@ -86,6 +93,11 @@ export function serverProcesses(serverPid: number, baseline?: ReadonlySet<number
 /** Total PSS of the server's sandboxes and helpers now. */
 function ownedPss(serverPid: number, baseline: ReadonlySet<number>): number {
   return serverProcesses(serverPid, baseline).reduce((s, pid) => s + pssBytes(pid), 0);
+}
+
+/** The overhead beyond the bare code, in words (an isolate can be lighter than a bare process). */
+function overheadText(mib: number): string {
+  return mib >= 0 ? `overhead beyond the bare code ≈ ${mib.toFixed(1)} MiB` : `${(-mib).toFixed(1)} MiB lighter than the bare code in its own process`;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -174,6 +186,6 @@ export async function measureMemory(opts: {
   return {
     perWorkload,
     bare: bareStats,
-    note: `${opts.k} idle ${opts.runtime} workloads at once (mem_mb ${opts.memMB}), peak growth of the PSS of the server's processes (its sandboxes, helpers${opts.isolation === 'container' ? ', new Docker shims and container processes' : ''}) ÷ ${opts.k}; overhead beyond the bare code ≈ ${(perWorkload.p50 - bareStats.p50).toFixed(1)} MiB`,
+    note: `${opts.k} idle ${opts.runtime} workloads at once (mem_mb ${opts.memMB}), peak growth of the PSS of the server's processes (its sandboxes, helpers${opts.isolation === 'container' ? ', new Docker shims and container processes' : ''}) ÷ ${opts.k}; ${overheadText(perWorkload.p50 - bareStats.p50)}`,
   };
 }

@@ -75,7 +75,10 @@ export function distributionSvg(dists: readonly Distribution[], title: string): 
     });
     parts.push(`<line x1="${x(q(0.5))}" y1="${cy - 15}" x2="${x(q(0.5))}" y2="${cy + 15}" stroke="#111" stroke-width="2.5"/>`);
     parts.push(`<line x1="${x(q(0.99))}" y1="${cy - 10}" x2="${x(q(0.99))}" y2="${cy + 10}" stroke="#111" stroke-dasharray="3,2"/>`);
-    parts.push(`<text x="${Math.min(W - right, x(q(0.99)) + 4)}" y="${cy - 14}" class="ax">p50 ${formatValue(q(0.5), 'ms')} · p99 ${formatValue(q(0.99), 'ms')} ms</text>`);
+    // The label sits right of the p99 mark, or ends at the chart's edge where it would overflow.
+    const labelX = x(q(0.99)) + 4;
+    const fits = labelX + 190 < W;
+    parts.push(`<text x="${fits ? labelX : W - 2}" y="${cy - 14}" class="ax"${fits ? '' : ' text-anchor="end"'}>p50 ${formatValue(q(0.5), 'ms')} · p99 ${formatValue(q(0.99), 'ms')} ms</text>`);
   });
   parts.push('</svg>');
   return parts.join('');
@@ -164,7 +167,7 @@ export function htmlReport(result: BenchmarkResult): string {
     .join('\n');
   const hello50 = hello.map((d) => `${d.backend} ${formatValue(summarize(d.samples).p50, 'ms')} ms`).join(' · ');
   return `<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1"><link rel="icon" href="data:,">
 <title>Vulcan benchmark ${esc(result.finished_at)}</title><style>${CSS}</style></head>
 <body>
 <h1>Vulcan benchmark</h1>

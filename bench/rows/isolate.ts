@@ -109,6 +109,24 @@ export async function benchIsolate(ctx: BenchContext): Promise<BenchRow[]> {
     bare.close();
   }
 
+  ctx.progress('isolate: latency beside a runaway isolate');
+  const alone = await timeSerial(n, () => post(ctx.url, HELLO));
+  const runaway = await request(`${ctx.url}/v1/workloads/async`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ runtime: 'js', isolation: 'isolate', code: 'export default () => { for (;;) {} }', resources: { timeout_s: 120 } }),
+  });
+  const { id: runawayId } = (await runaway.body.json()) as { id: string };
+  let beside: number[];
+  try {
+    await new Promise((r) => setTimeout(r, 100));
+    beside = await timeSerial(n, () => post(ctx.url, HELLO));
+  } finally {
+    await (await request(`${ctx.url}/v1/workloads/${runawayId}`, { method: 'DELETE' })).body.text();
+  }
+  const aloneStats = summarize(alone);
+  const besideStats = summarize(beside);
+
   const coldStats = summarize(cold);
   const warmStats = summarize(warm);
   const rawCold = summarize(raw.cold);
@@ -137,6 +155,17 @@ export async function benchIsolate(ctx: BenchContext): Promise<BenchRow[]> {
       target: 'p50 ≤ 2 ms',
       met: warmStats.p50 <= 2,
       note: 'POST /v1/workloads, the same js hello world again (client-side latency)',
+    },
+    {
+      backend: 'isolate',
+      measure: 'latency_beside_runaway',
+      unit: 'ms',
+      value: besideStats,
+      floor: { name: 'the same warm hello world with no runaway, same run', value: aloneStats },
+      ratio: besideStats.p50 / aloneStats.p50,
+      target: 'p50 ≤ 2× floor',
+      met: besideStats.p50 <= 2 * aloneStats.p50,
+      note: 'warm js hello world while another tenant spins an infinite loop in an isolate',
     },
     {
       backend: 'isolate',

@@ -5,6 +5,7 @@
 import { Command } from 'commander';
 import { VulcanApiError, VulcanClient } from '../sdk/index.js';
 import { registerBackends } from './commands/backends.js';
+import { registerImage } from './commands/image/index.js';
 import { registerKill } from './commands/kill.js';
 import { registerLogs } from './commands/logs.js';
 import { registerLs } from './commands/ls.js';
@@ -30,7 +31,10 @@ registerLogs(program);
 registerLs(program);
 registerKill(program);
 registerBackends(program);
+registerImage(program);
 (await import('./commands/benchmark.js')).registerBenchmark(program);
+(await import('./commands/sandbox/index.js')).registerSandbox(program);
+(await import('./commands/certify.js')).registerCertify(program);
 
 try {
   await program.parseAsync(process.argv);

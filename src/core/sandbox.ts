@@ -105,6 +105,8 @@ export interface SandboxDriver {
    * Called once at start-up, after every `attach`. Returns what it removed, for the log.
    */
   reapOrphans(keep: ReadonlySet<string>): Promise<string[]>;
+  /** Stops watching sandboxes when the server closes; the sandboxes themselves live on. Idempotent. */
+  close(): void;
 }
 
 /** A backend that can host sandboxes. */

@@ -47,7 +47,7 @@ export function encodeFrame(type: number, payload: Buffer | string): Buffer {
 
 /** Splits a byte stream into frames. */
 export class FrameDecoder {
-  private buf = Buffer.alloc(0);
+  private buf: Buffer = Buffer.alloc(0);
 
   push(chunk: Buffer): { type: number; body: Buffer }[] {
     this.buf = this.buf.length ? Buffer.concat([this.buf, chunk]) : chunk;

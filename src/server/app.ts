@@ -14,6 +14,8 @@ import type { WorkloadStore } from '../store/workloads.js';
 import type { Metrics } from './metrics.js';
 import { registerSystemRoutes } from './routes/system.js';
 import { registerWorkloadRoutes } from './routes/workloads.js';
+import { registerImageRoutes } from './routes/images.js';
+import type { LocalImageStore } from '../images/index.js';
 import { registerSandboxRoutes } from './routes/sandboxes.js';
 import { ErrorBody, MAX_BODY_BYTES, Workload } from './schemas.js';
 
@@ -26,6 +28,8 @@ export interface AppParts {
   readonly backends: BackendSet;
   readonly metrics: Metrics;
   readonly version: string;
+  /** The node's image store. */
+  readonly images: LocalImageStore;
   /** Long-lived sandboxes (issue 6). */
   readonly sandboxes: SandboxManager;
 }
@@ -122,6 +126,7 @@ export async function buildApp(parts: AppParts): Promise<FastifyInstance> {
   });
 
   registerWorkloadRoutes(app, parts);
+  registerImageRoutes(app, parts);
   registerSystemRoutes(app, parts);
   registerSandboxRoutes(app, parts);
   (await import('./routes/stats.js')).registerStatsRoutes(app, parts);

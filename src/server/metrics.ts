@@ -109,8 +109,9 @@ export class Metrics implements WorkloadObserver {
     // `_total` (nodejs_active_*_total), which break the conventions promtool checks.
     const defaults = new client.Registry();
     client.collectDefaultMetrics({ register: defaults });
-    for (const m of defaults.getMetricsAsArray()) {
-      if (!/^nodejs_active_\w+_total$/.test(m.name)) this.registry.registerMetric(m);
+    for (const { name } of defaults.getMetricsAsArray()) {
+      const m = defaults.getSingleMetric(name);
+      if (m && !/^nodejs_active_\w+_total$/.test(name)) this.registry.registerMetric(m);
     }
   }
 

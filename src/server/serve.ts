@@ -7,7 +7,7 @@ import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { pino } from 'pino';
 import type { Config } from '../core/config.js';
-import { EMPTY_IMAGE_STORE, type ImageStore } from '../core/images.js';
+import { createImageStore, type LocalImageStore } from '../images/index.js';
 import type { BackendName } from '../core/types.js';
 import { BackendSet } from '../scheduler/backend-set.js';
 import { WorkloadManager } from '../scheduler/workload-manager.js';
@@ -29,8 +29,8 @@ export interface RunningServer {
 export interface StartOptions {
   /** Backends to load; all by default. */
   readonly backends?: readonly BackendName[];
-  /** The image store; none by default. */
-  readonly images?: ImageStore;
+  /** The image store; by default `<config.imagesDataDir>/images`. */
+  readonly images?: LocalImageStore;
 }
 
 /** The project's version, from package.json. */
@@ -50,12 +50,13 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
   // One JSON logger for the HTTP layer, the manager and the backends.
   const log = pino({ level: config.logLevel });
   const orphaned = store.failOrphans(Date.now());
-  const backends = await BackendSet.create({ config, log, images: opts.images ?? EMPTY_IMAGE_STORE }, opts.backends);
+  const images = opts.images ?? createImageStore(config.imagesDataDir);
+  const backends = await BackendSet.create({ config, log, images }, opts.backends);
   metrics.setBackends(backends.describe());
   const manager = new WorkloadManager({ store, nodeName: config.nodeName, maxConcurrent: config.maxConcurrent, log, observer: metrics });
   const sandboxes = new SandboxManager({ store: new SandboxStore(db), backends, config, log });
   await sandboxes.start();
-  const app = await buildApp({ config, log, store, manager, backends, metrics, version: readVersion(config.installDir), sandboxes });
+  const app = await buildApp({ config, log, store, manager, backends, metrics, version: readVersion(config.installDir), sandboxes, images });
   if (orphaned.length > 0) app.log.warn({ workloads: orphaned }, 'workloads of an earlier server process ended as failed (host_restarted)');
   for (const b of backends.describe()) app.log.info({ backend: b.name, available: b.available, reason: b.reason }, 'backend');
   await app.listen({ host: config.host, port: config.port });

@@ -35,4 +35,30 @@ export const MIGRATIONS: readonly string[] = [
   );
   CREATE INDEX workloads_status ON workloads(status, id);
   CREATE INDEX workloads_created ON workloads(created_at);`,
+  // 2: sandboxes (issue 6): long-lived environments and what re-attaches them after a restart.
+  `CREATE TABLE sandboxes (
+    id               TEXT PRIMARY KEY,           -- ULID
+    state            TEXT NOT NULL,              -- starting, running, paused, destroyed, lost
+    isolation        TEXT NOT NULL,              -- as requested (auto, namespace, …)
+    isolation_used   TEXT NOT NULL,              -- the backend that hosts it
+    image            TEXT NOT NULL,
+    node_id          TEXT NOT NULL,
+    cpus             REAL NOT NULL,
+    mem_mb           INTEGER NOT NULL,
+    disk_mb          INTEGER NOT NULL,
+    pids_max         INTEGER NOT NULL,
+    ttl_s            REAL NOT NULL,
+    idle_timeout_s   REAL NOT NULL,              -- 0: never stopped for idleness
+    env              TEXT NOT NULL,              -- JSON object; never returned by the API
+    metadata         TEXT NOT NULL,              -- JSON object of strings
+    driver_state     TEXT,                       -- JSON the backend needs to re-attach
+    created_at       INTEGER NOT NULL,           -- unix ms
+    expires_at       INTEGER,                    -- unix ms; null while paused
+    ttl_remaining_ms INTEGER,                    -- while paused: the TTL left when it was paused
+    last_activity_at INTEGER NOT NULL,
+    paused_at        INTEGER,
+    ended_at         INTEGER,
+    end_reason       TEXT                        -- why it is destroyed or lost
+  );
+  CREATE INDEX sandboxes_state ON sandboxes(state, id);`,
 ];

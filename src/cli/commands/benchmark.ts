@@ -19,17 +19,22 @@ export function registerBenchmark(program: Command): void {
     .action(async (opts: { backends?: string; quick?: boolean; tiny?: boolean; samples?: string; memBudgetMb?: string; json?: boolean; out?: string; url?: string }) => {
       // Loaded here, so the other commands do not pay for the benchmark's modules.
       const { benchmarkCommand, positive } = await import('../../../bench/main.js');
-      const samples = positive('--samples', opts.samples);
-      const memBudgetMB = positive('--mem-budget-mb', opts.memBudgetMb);
-      process.exitCode = await benchmarkCommand({
-        ...(opts.backends ? { backends: opts.backends.split(',').map((s) => s.trim()).filter(Boolean) } : {}),
-        quick: opts.quick ?? false,
-        tiny: opts.tiny ?? false,
-        json: opts.json ?? false,
-        ...(opts.out ? { out: opts.out } : {}),
-        ...(opts.url ? { url: opts.url } : {}),
-        ...(samples ? { samples: Math.round(samples) } : {}),
-        ...(memBudgetMB ? { memBudgetMB } : {}),
-      });
+      try {
+        const samples = positive('--samples', opts.samples);
+        const memBudgetMB = positive('--mem-budget-mb', opts.memBudgetMb);
+        process.exitCode = await benchmarkCommand({
+          ...(opts.backends ? { backends: opts.backends.split(',').map((s) => s.trim()).filter(Boolean) } : {}),
+          quick: opts.quick ?? false,
+          tiny: opts.tiny ?? false,
+          json: opts.json ?? false,
+          ...(opts.out ? { out: opts.out } : {}),
+          ...(opts.url ? { url: opts.url } : {}),
+          ...(samples ? { samples: Math.round(samples) } : {}),
+          ...(memBudgetMB ? { memBudgetMB } : {}),
+        });
+      } catch (err) {
+        process.stderr.write(`error: ${(err as Error).message}\n`);
+        process.exitCode = 2;
+      }
     });
 }

@@ -9,12 +9,12 @@
  * files. The host never opens a path a user named.
  *
  * It is a standalone ES module with no imports beyond Node's built-ins, because it is
- * copied alone into the sandbox (`/vulcan/agent.mjs`). It accepts connections on an
+ * copied alone into the sandbox (`/.vulcan-agent/agent.mjs`). It accepts connections on an
  * inherited listening unix socket (fd 3, made by native/vulcan-sbx-launch.c), one request
  * per connection. The wire format is described in src/sandboxes/protocol.ts; the frame
  * type numbers below must match it.
  *
- * Usage inside the sandbox: `node /vulcan/agent.mjs`  (env VULCAN_AGENT_FD, default 3)
+ * Usage inside the sandbox: `node /.vulcan-agent/agent.mjs`  (env VULCAN_AGENT_FD, default 3)
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
@@ -32,10 +32,11 @@ const F_STDIN_EOF = 2;
 const F_RESIZE = 3;
 const F_SIGNAL = 4;
 
-const MAX_LINE_BYTES = 1024 * 1024;
+/** A request line carries an exec's stdin (base64 of up to the API's 6 MiB body). */
+const MAX_LINE_BYTES = 16 * 1024 * 1024;
 const MAX_ENTRIES = 10_000;
 const MAX_WALK = 200_000;
-const PTY_HELPER = '/vulcan/pty';
+const PTY_HELPER = '/.vulcan-agent/pty';
 const SIGNALS = new Set(['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGKILL', 'SIGUSR1', 'SIGUSR2', 'SIGCONT', 'SIGSTOP', 'SIGWINCH']);
 
 type Json = Record<string, unknown>;
@@ -75,7 +76,7 @@ function readRequest(sock: net.Socket): Promise<Json> {
       try {
         resolve(JSON.parse(buf.subarray(0, nl).toString('utf8')) as Json);
       } catch (err) {
-        reject(err as Error);
+        reject(err instanceof Error ? err : new Error(String(err)));
       }
     };
     const fail = (err: Error) => {
@@ -294,6 +295,27 @@ async function opTarOut(sock: net.Socket, dir: string): Promise<void> {
   if (child.stdout) await pipeline(child.stdout, sock).catch(() => undefined);
 }
 
+async function stripSpecialBits(dir: string): Promise<void> {
+  let walked = 0;
+  const walk = async (d: string): Promise<void> => {
+    let dirents: fs.Dirent[];
+    try {
+      dirents = await fsp.readdir(d, { withFileTypes: true });
+    } catch {
+      return;
+    }
+    for (const e of dirents) {
+      if (++walked > MAX_WALK) return;
+      const p = path.posix.join(d, e.name);
+      if (e.isSymbolicLink()) continue;
+      const st = await fsp.lstat(p).catch(() => null);
+      if (st && st.mode & 0o7000) await fsp.chmod(p, st.mode & 0o777).catch(() => undefined);
+      if (e.isDirectory()) await walk(p);
+    }
+  };
+  await walk(dir);
+}
+
 async function opTarIn(sock: net.Socket, dir: string): Promise<void> {
   await fsp.mkdir(dir, { recursive: true });
   const child = runTar(['-C', dir, '-xf', '-', '--no-same-owner', '--no-same-permissions', '--no-overwrite-dir']);
@@ -306,6 +328,8 @@ async function opTarIn(sock: net.Socket, dir: string): Promise<void> {
   if (child.stdin) await pipeline(sock, child.stdin).catch(() => undefined);
   const code = await exited;
   if (code !== 0) throw new AgentError('EINVAL', `tar could not extract the archive: ${stderr.trim() || `exit ${code}`}`);
+  // Archives may not bring setuid, setgid or sticky bits, as chmod may not set them.
+  await stripSpecialBits(dir);
   reply(sock, { ok: true });
 }
 
@@ -346,7 +370,9 @@ function opExec(sock: net.Socket, req: Json): void {
     sock.end(frame(F_EXIT, JSON.stringify({ ...exit, duration_ms: Math.round((performance.now() - t0) * 1000) / 1000 })));
   };
   try {
-    child = spawn(argv[0] as string, argv.slice(1), { cwd, env, detached: true, stdio: ['pipe', 'pipe', 'pipe', ...(pty ? (['pipe'] as const) : [])] });
+    // No stdin to give: /dev/null, one socketpair fewer on the hot path.
+    const stdinMode = pty || streamStdin || typeof req.stdin === 'string' ? 'pipe' : 'ignore';
+    child = spawn(argv[0] as string, argv.slice(1), { cwd, env, detached: true, stdio: [stdinMode, 'pipe', 'pipe', ...(pty ? (['pipe'] as const) : [])] });
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
     sock.write(frame(F_STDERR, `vulcan: cannot run ${cmd[0] ?? ''}: ${e.code ?? e.message}\n`));

@@ -8,7 +8,6 @@
  * files stream and the JSON body limit does not apply to them.
  */
 import http from 'node:http';
-import type net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
@@ -219,7 +218,7 @@ export function registerSandboxRoutes(app: FastifyInstance, parts: AppParts): vo
   });
 
   // Raw bodies: files, archives, preview.
-  void app.register(async (raw) => {
+  void app.register((raw, _opts, registered) => {
     raw.removeAllContentTypeParsers();
     raw.addContentTypeParser('*', (_req, _payload, done) => done(null));
 
@@ -271,6 +270,7 @@ export function registerSandboxRoutes(app: FastifyInstance, parts: AppParts): vo
     const previewSchema = { schema: { summary: 'Preview: proxied to the port inside the sandbox (HTTP and WebSocket)', hide: false } };
     raw.all('/v1/sandboxes/:id/ports/:port', previewSchema, preview);
     raw.all('/v1/sandboxes/:id/ports/:port/*', previewSchema, preview);
+    registered();
   });
 
   registerUpgrades(app, manager);
@@ -283,7 +283,7 @@ function proxyHttp(req: FastifyRequest, reply: FastifyReply, sock: Duplex, done:
   headers['x-forwarded-for'] = req.ip;
   headers.connection = 'close';
   const res = reply.raw;
-  const up = http.request({ method: req.method, path: previewRest(req.raw.url ?? '/'), headers, createConnection: () => sock as net.Socket });
+  const up = http.request({ method: req.method, path: previewRest(req.raw.url ?? '/'), headers, createConnection: () => sock });
   up.on('response', (u) => {
     const out: Record<string, string | string[]> = {};
     for (const [k, v] of Object.entries(u.headers)) if (!HOP_BY_HOP.has(k) && v !== undefined) out[k] = v;
@@ -311,7 +311,19 @@ function proxyHttp(req: FastifyRequest, reply: FastifyReply, sock: Duplex, done:
 function streamExec(reply: FastifyReply, session: ExecSession): void {
   reply.hijack();
   const sse = new SseStream(reply.raw);
-  session.onOutput((stream, chunk) => sse.send(stream, chunk.toString('utf8')));
+  let paused = false;
+  session.onOutput((stream, chunk) => {
+    sse.send(stream, chunk.toString('utf8'));
+    // Back-pressure: a slow reader stops the command's output, not the server's memory.
+    if (!paused && reply.raw.writableNeedDrain) {
+      paused = true;
+      session.pause();
+      reply.raw.once('drain', () => {
+        paused = false;
+        session.resume();
+      });
+    }
+  });
   sse.onClose(() => session.close());
   session.exited.then(
     (exit) => {

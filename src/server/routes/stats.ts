@@ -134,8 +134,13 @@ export function registerStatsRoutes(app: FastifyInstance, parts: AppParts): void
     {
       schema: {
         summary: 'Start a quick benchmark of this node in the background; streams progress (Server-Sent Events: progress, result, end). A run already going is followed instead.',
-        body: Type.Optional(BenchmarkRequest),
+        body: BenchmarkRequest,
         response: { 200: { description: 'text/event-stream', type: 'string' }, 400: Type.Ref('Error'), 503: Type.Ref('Error') },
+      },
+      // No body at all means the defaults (a quick run of every available backend).
+      preValidation: (req, _reply, done) => {
+        req.body ??= {};
+        done();
       },
     },
     async (req, reply) => {
