@@ -50,15 +50,34 @@ export interface BenchmarkOptions {
   readonly signal?: AbortSignal;
 }
 
-/** A rows module exports `bench<Name>(ctx)`. */
-async function loadRows(name: BackendName): Promise<((ctx: BenchContext) => Promise<BenchRow[]>) | undefined> {
-  const fn = `bench${name[0]?.toUpperCase() ?? ''}${name.slice(1)}`;
+type RowsFn = (ctx: BenchContext) => Promise<BenchRow[]>;
+
+/**
+ * The rows modules of a backend: `rows/<name>.js` exporting `bench<Name>(ctx)`, then
+ * `rows/sandbox-<name>.js` exporting `benchSandbox<Name>(ctx)` (its long-lived sandboxes),
+ * each where it exists.
+ */
+async function loadRowsModules(name: BackendName): Promise<{ file: string; fn: RowsFn }[]> {
+  const cap = `${name[0]?.toUpperCase() ?? ''}${name.slice(1)}`;
+  const out: { file: string; fn: RowsFn }[] = [];
+  for (const [file, fnName] of [
+    [name, `bench${cap}`],
+    [`sandbox-${name}`, `benchSandbox${cap}`],
+  ] as const) {
+    const fn = await loadRows(file, fnName);
+    if (fn) out.push({ file, fn });
+  }
+  return out;
+}
+
+async function loadRows(file: string, fn: string): Promise<RowsFn | undefined> {
   try {
-    const mod = (await import(`./rows/${name}.js`)) as Record<string, unknown>;
+    const mod = (await import(`./rows/${file}.js`)) as Record<string, unknown>;
     const f = mod[fn];
-    return typeof f === 'function' ? (f as (ctx: BenchContext) => Promise<BenchRow[]>) : undefined;
+    return typeof f === 'function' ? (f as RowsFn) : undefined;
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ERR_MODULE_NOT_FOUND') return undefined;
+    // Only this rows file being absent is fine; a rows file whose own imports fail is an error.
+    if ((err as NodeJS.ErrnoException).code === 'ERR_MODULE_NOT_FOUND' && (err as Error).message.includes(`rows/${file}.js'`)) return undefined;
     throw err;
   }
 }
@@ -66,10 +85,10 @@ async function loadRows(name: BackendName): Promise<((ctx: BenchContext) => Prom
 /**
  * The data dir whose image store the benchmark's server shares (gvisor, container and
  * microvm run images): VULCAN_IMAGES_DATA_DIR, else VULCAN_DATA_DIR or /var/lib/vulcan, else
- * the tests' /var/lib/vulcan-test-images; the first that has an `images` directory.
+ * the tests' /var/lib/vulcan; the first that has an `images` directory.
  */
 export function imagesDataDir(): string | undefined {
-  const candidates = [process.env.VULCAN_IMAGES_DATA_DIR, process.env.VULCAN_DATA_DIR ?? '/var/lib/vulcan', '/var/lib/vulcan-test-images'];
+  const candidates = [process.env.VULCAN_IMAGES_DATA_DIR, process.env.VULCAN_DATA_DIR ?? '/var/lib/vulcan', '/var/lib/vulcan'];
   return candidates.find((d): d is string => d !== undefined && d !== '' && fs.existsSync(path.join(d, 'images')));
 }
 
@@ -154,16 +173,15 @@ export async function runBenchmark(opts: BenchmarkOptions = {}): Promise<Benchma
       }
       measured.push(name);
       const have = new Set<string>();
-      const fn = await loadRows(name);
-      if (fn) {
-        progress(`${name}: rows (bench/rows/${name})`);
+      for (const { file, fn } of await loadRowsModules(name)) {
+        progress(`${name}: rows (bench/rows/${file})`);
         try {
           const got = await fn({ url, samples, quick: mode !== 'full', progress });
           for (const r of got) have.add(r.measure);
           rows.push(...got);
         } catch (err) {
-          errors.push({ backend: name, measure: 'rows', message: (err as Error).message });
-          progress(`${name}: rows failed: ${(err as Error).message}`);
+          errors.push({ backend: name, measure: `rows:${file}`, message: (err as Error).message });
+          progress(`${name}: rows (${file}) failed: ${(err as Error).message}`);
         }
       }
       const common = await runCommonMeasures({

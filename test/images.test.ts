@@ -3,7 +3,7 @@
  * layout tarballs (layers, whiteouts), hostile tarballs, and ls/inspect/rm.
  *
  * The built-in images (python, node: Debian minbase via mmdebstrap) are built once into
- * VULCAN_TEST_IMAGES_DIR (default /var/lib/vulcan-test-images) and reused by every run and
+ * VULCAN_TEST_IMAGES_DIR (default /var/lib/vulcan) and reused by every run and
  * by the gvisor and container tests.
  */
 import assert from 'node:assert/strict';
@@ -17,7 +17,7 @@ import { VulcanError } from '../src/core/errors.js';
 import { bufferSource, createImageStore, ensureBuiltinImages, type LocalImageStore } from '../src/images/index.js';
 import { rawTarGz, type RawEntry } from './helpers/tarball.js';
 
-const TEST_IMAGES_DIR = process.env.VULCAN_TEST_IMAGES_DIR ?? '/var/lib/vulcan-test-images';
+const TEST_IMAGES_DIR = process.env.VULCAN_TEST_IMAGES_DIR ?? '/var/lib/vulcan';
 const isRoot = process.getuid?.() === 0;
 
 const dirs: string[] = [];

@@ -10,7 +10,7 @@ import { summarize } from '../stats.js';
 import type { BenchRow } from '../types.js';
 import { bareHttpFloor, calibrateCpu, cpuFloor, cpuThroughput, helloThroughput, maxConcurrent } from './load.js';
 import { measureMemory } from './memory.js';
-import { cpuLanguage, describeFailure, helloBody, helloOk, runSync, timeArgv, type MeasureRuntime } from './workloads.js';
+import { cpuLanguage, describeFailure, helloBody, helloOk, pickRuntime, runSync, timeArgv, type MeasureRuntime } from './workloads.js';
 
 /** How hard the common measures try. */
 export interface CommonPlan {
@@ -140,10 +140,7 @@ export async function runCommonMeasures(input: CommonInput): Promise<CommonOutpu
   const rows: BenchRow[] = [];
   const distributions: Distribution[] = [];
   const errors: MeasureError[] = [];
-  const runtime = ((): MeasureRuntime | undefined => {
-    for (const r of ['python', 'js', 'node', 'sh'] as const) if (input.runtimes.includes(r)) return r;
-    return undefined;
-  })();
+  const runtime = pickRuntime(input.runtimes);
   if (!runtime) {
     errors.push({ backend, measure: '*', message: `no runtime the common measures can write (it serves ${input.runtimes.join(', ')})` });
     return { rows, distributions, errors };

@@ -79,8 +79,9 @@ export function serverProcesses(serverPid: number, baseline?: ReadonlySet<number
   const seen = subtree(serverPid);
   seen.delete(serverPid);
   // When the server itself started this benchmark (POST /v1/stats/benchmark), the benchmark
-  // and its floors are the server's descendants too: they are not sandboxes.
-  for (const pid of subtree(process.pid)) seen.delete(pid);
+  // and its floors are the server's descendants too: they are not sandboxes. (When the
+  // benchmark started the server, the server is the benchmark's descendant instead.)
+  if (seen.has(process.pid)) for (const pid of subtree(process.pid)) seen.delete(pid);
   if (baseline) {
     for (const [pid, p] of procs) {
       if (seen.has(pid) || baseline.has(pid)) continue;

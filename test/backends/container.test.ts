@@ -18,7 +18,7 @@ import { processesOf } from '../../src/backends/container/leaks.js';
 import { createImageStore, ensureBuiltinImages, type LocalImageStore } from '../../src/images/index.js';
 import { processesWith, tempDir, testConfig, testContext } from '../helpers/context.js';
 
-const TEST_IMAGES_DIR = process.env.VULCAN_TEST_IMAGES_DIR ?? '/var/lib/vulcan-test-images';
+const TEST_IMAGES_DIR = process.env.VULCAN_TEST_IMAGES_DIR ?? '/var/lib/vulcan';
 const dataDir = tempDir('vulcan-container-');
 const store = createImageStore(TEST_IMAGES_DIR);
 let storeReady: Promise<unknown> | undefined;

@@ -1,7 +1,7 @@
 /**
  * The gvisor backend against real runsc and real cgroups: the shared conformance suite,
  * an imported OCI image, and evidence from inside that the code runs on gVisor's kernel.
- * Images come from VULCAN_TEST_IMAGES_DIR (default /var/lib/vulcan-test-images), built
+ * Images come from VULCAN_TEST_IMAGES_DIR (default /var/lib/vulcan), built
  * once (test/images.test.ts or setup) and reused.
  */
 import assert from 'node:assert/strict';
@@ -17,7 +17,7 @@ import type { Backend } from '../../src/core/backend.js';
 import { createImageStore, ensureBuiltinImages, type LocalImageStore } from '../../src/images/index.js';
 import { cgroupsLeft, processesWith, tempDir, testConfig, testContext } from '../helpers/context.js';
 
-const TEST_IMAGES_DIR = process.env.VULCAN_TEST_IMAGES_DIR ?? '/var/lib/vulcan-test-images';
+const TEST_IMAGES_DIR = process.env.VULCAN_TEST_IMAGES_DIR ?? '/var/lib/vulcan';
 const dataDir = tempDir('vulcan-gvisor-');
 const store = createImageStore(TEST_IMAGES_DIR);
 let storeReady: Promise<unknown> | undefined;

@@ -3,7 +3,7 @@
  * conformance suite, kernel evidence, warm starts, a hung guest, hostile frames, cleanup
  * and crash reconciliation. Python and node need the image store's `python` and `node`
  * images; set VULCAN_TEST_IMAGES_DIR to a data dir holding them (default
- * /var/lib/vulcan-test-images), or those checks skip with the reason.
+ * /var/lib/vulcan), or those checks skip with the reason.
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -23,7 +23,7 @@ import { EMPTY_IMAGE_STORE, type ImageStore } from '../../src/core/images.js';
 import { DEFAULT_LIMITS, type Limits } from '../../src/core/limits.js';
 import { createImageStore } from '../../src/images/index.js';
 
-const IMAGES_DIR = process.env.VULCAN_TEST_IMAGES_DIR ?? '/var/lib/vulcan-test-images';
+const IMAGES_DIR = process.env.VULCAN_TEST_IMAGES_DIR ?? '/var/lib/vulcan';
 const dirs: string[] = [];
 const backends: MicrovmBackend[] = [];
 

@@ -82,6 +82,9 @@ describe('vulcan benchmark --tiny --json (CI smoke)', () => {
     assert.ok(result.rows.some((r) => r.backend === 'namespace' && r.floor?.name.startsWith('bare bwrap')));
     assert.ok(result.rows.some((r) => r.backend === 'isolate' && r.floor?.name.startsWith('isolated-vm in-process')));
     assert.ok(result.distributions.some((d) => d.backend === 'namespace' && d.samples.length > 0));
+    // Not a speed: a new bwrap sandbox with python in it is more than 1 MiB, or the memory measure read nothing.
+    const mem = result.rows.find((r) => r.backend === 'namespace' && r.measure === 'memory_per_workload');
+    assert.ok((mem?.value.p50 ?? 0) > 1, `namespace memory per workload read ${mem?.value.p50 ?? 'nothing'} MiB`);
 
     // --out wrote the three files; the markdown has the table.
     for (const f of ['results.json', 'results.md', 'report.html']) assert.ok(fs.existsSync(`${out}/${f}`), f);
