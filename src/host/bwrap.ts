@@ -44,6 +44,11 @@ export interface BwrapOptions {
   readonly cwd?: string;
   /** Size cap of /tmp and of /work, in MiB. */
   readonly diskMB: number;
+  /**
+   * A root filesystem (an image's unpacked tree, readable by uid 65534) to run in, read-only,
+   * instead of the host's /usr. It must have /proc, /dev, /tmp, /work and /vulcan to mount on.
+   */
+  readonly rootfs?: string;
   /** Read-only binds of host paths (must be readable by uid 65534). */
   readonly roBinds?: readonly { readonly src: string; readonly dest: string }[];
   /** Files created inside from bytes. */
@@ -126,16 +131,25 @@ export function buildBwrapArgs(opts: BwrapOptions, firstDataFd: number): { args:
     String(SANDBOX_INNER_ID),
     '--hostname',
     'vulcan',
-    '--ro-bind',
-    '/usr',
-    '/usr',
   ];
-  for (const e of hostRootEntries()) {
-    if (e.target === null) args.push('--ro-bind', `/${e.name}`, `/${e.name}`);
-    else args.push('--symlink', e.target, `/${e.name}`);
+  const etc = publishStatic('etc', { passwd: ETC_PASSWD, group: ETC_GROUP, hosts: ETC_HOSTS });
+  if (opts.rootfs === undefined) {
+    // The host's /usr, read-only, and its /bin, /lib… links (or dirs); a generated /etc.
+    args.push('--ro-bind', '/usr', '/usr');
+    for (const e of hostRootEntries()) {
+      if (e.target === null) args.push('--ro-bind', `/${e.name}`, `/${e.name}`);
+      else args.push('--symlink', e.target, `/${e.name}`);
+    }
+    args.push('--proc', '/proc', '--dev', '/dev', '--ro-bind', etc, '/etc');
+  } else {
+    // An image's root, read-only, keeping its /etc (its libraries need ld.so.cache and the
+    // like) but with our passwd and group, so uid 1000 is `sandbox`.
+    args.push('--ro-bind', opts.rootfs, '/', '--proc', '/proc', '--dev', '/dev');
+    for (const f of ['passwd', 'group']) {
+      if (fs.existsSync(path.join(opts.rootfs, 'etc', f))) args.push('--ro-bind', path.join(etc, f), `/etc/${f}`);
+    }
+    args.push('--perms', '0755', '--tmpfs', '/vulcan');
   }
-  args.push('--proc', '/proc', '--dev', '/dev');
-  args.push('--ro-bind', publishStatic('etc', { passwd: ETC_PASSWD, group: ETC_GROUP, hosts: ETC_HOSTS }), '/etc');
   args.push('--perms', '1777', '--size', diskBytes, '--tmpfs', '/tmp');
   args.push('--perms', '0755', '--size', diskBytes, '--tmpfs', '/work');
   for (const b of opts.roBinds ?? []) args.push('--ro-bind', b.src, b.dest);

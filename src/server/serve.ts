@@ -43,7 +43,10 @@ export function readVersion(installDir: string): string {
 }
 
 export async function startServer(config: Config, opts: StartOptions = {}): Promise<RunningServer> {
-  fs.mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
+  // Traversable, not listable: the sandboxes (uid 65534) reach image trees under it by their
+  // exact paths; everything private in it is 0600/0700 (the database, sandboxes/).
+  fs.mkdirSync(config.dataDir, { recursive: true, mode: 0o711 });
+  fs.chmodSync(config.dataDir, 0o711);
   const db = openDatabase(config.dataDir);
   const store = new WorkloadStore(db);
   const metrics = new Metrics();

@@ -12,7 +12,11 @@ export type Db = Database.Database;
 /** Opens (creating when absent) `<dataDir>/vulcan.db` and brings its schema up to date. */
 export function openDatabase(dataDir: string): Db {
   fs.mkdirSync(dataDir, { recursive: true });
-  const db = new Database(path.join(dataDir, 'vulcan.db'));
+  const file = path.join(dataDir, 'vulcan.db');
+  // Workloads' output is in here: readable by root only (the data dir itself is 0711).
+  fs.closeSync(fs.openSync(file, 'a', 0o600));
+  fs.chmodSync(file, 0o600);
+  const db = new Database(file);
   db.pragma('journal_mode = WAL');
   db.pragma('synchronous = NORMAL');
   db.pragma('busy_timeout = 5000');

@@ -9,6 +9,7 @@ import { describe, it } from 'node:test';
 import * as tar from 'tar';
 import { createBackend } from '../../src/backends/namespace/index.js';
 import { createHarness } from '../../src/backends/conformance/harness.js';
+import { createImageStore } from '../../src/images/index.js';
 import { describeWorkloadConformance } from '../../src/backends/conformance/workload-suite.js';
 import { cgroupsLeft, eventually, processesWith, tempDir, testConfig, testContext } from '../helpers/context.js';
 
@@ -18,6 +19,27 @@ describeWorkloadConformance('namespace', {
 });
 
 describe('namespace: particulars', () => {
+  it('runs on an image from the store when the workload names one: the image, not the host, is what it sees', async (t) => {
+    const imagesDir = process.env.VULCAN_TEST_IMAGES_DIR ?? '/var/lib/vulcan';
+    const store = createImageStore(imagesDir);
+    const node = await store.resolve('node');
+    if (!node) return t.skip(`no built-in images in ${imagesDir}/images (scripts/setup.sh builds them; or set VULCAN_TEST_IMAGES_DIR)`);
+    const h = createHarness(createBackend(testContext(store)));
+    try {
+      const rec = await h.run({ runtime: 'node', image: 'node', code: "import fs from 'node:fs';\nexport default () => ({ debian: fs.readFileSync('/etc/debian_version', 'utf8').trim(), node: process.version })" });
+      assert.equal(rec.status, 'completed', JSON.stringify(rec));
+      const out = rec.output as { debian: string; node: string };
+      assert.equal(out.debian, fs.readFileSync(path.join(node.rootfsDir, 'etc', 'debian_version'), 'utf8').trim());
+      assert.notEqual(out.debian, fs.readFileSync('/etc/debian_version', 'utf8').trim(), 'sees the host /etc');
+      const sh = await h.run({ runtime: 'sh', image: 'minimal', code: 'ls /usr/bin/python3 /usr/bin/node 2>&1; id -u\n' });
+      assert.equal(sh.status, 'completed', JSON.stringify(sh));
+      assert.match(sh.stdout, /No such file/);
+      assert.match(sh.stdout, /^1000$/m);
+    } finally {
+      await h.close();
+    }
+  });
+
   it('runs a code_archive entrypoint that imports a sibling module', async () => {
     const src = tempDir();
     fs.mkdirSync(path.join(src, 'pkg'));

@@ -49,7 +49,7 @@ export class NamespaceBackend implements Backend {
   readonly name = 'namespace';
   readonly isolation = 'Linux namespaces (user, pid, net, ipc, uts, mount, cgroup) + cgroups, via bubblewrap';
   readonly runtimes: readonly Runtime[] = RUNTIMES;
-  readonly capabilities: BackendCapabilities = { sandboxes: true, pause: true, images: false, warmStart: false, network: false };
+  readonly capabilities: BackendCapabilities = { sandboxes: true, pause: true, images: true, warmStart: false, network: false };
   /** Long-lived sandboxes on this backend (issue 6): src/backends/namespace/sandbox-driver.ts. */
   readonly sandboxDriver: NamespaceSandboxDriver;
 
@@ -91,7 +91,7 @@ export class NamespaceBackend implements Backend {
 
   accepts(spec: RunSpec): Acceptance {
     if (!isNamespaceRuntime(spec.runtime)) return { ok: false, reason: `namespace runs ${RUNTIMES.join(', ')}, not ${spec.runtime}` };
-    if (spec.image !== undefined) return { ok: false, reason: 'namespace runs on the host /usr and takes no image' };
+    if (spec.image !== undefined) return { ok: true, reason: `${spec.runtime} runs as a process in a namespace sandbox on image ${spec.image}` };
     return { ok: true, reason: `${spec.runtime} runs as a process in a namespace sandbox` };
   }
 
@@ -145,8 +145,15 @@ export class NamespaceBackend implements Backend {
       argv = ['/bin/sh', '/vulcan/lib/unpack.sh', ...runnerArgv(runtime, path.posix.join('/work', code.entrypoint))];
     }
 
+    let rootfs: string | undefined;
+    if (spec.image !== undefined) {
+      const image = await this.ctx.images.resolve(spec.image);
+      if (!image) throw new Error(`no image ${spec.image} in the store`);
+      rootfs = image.rootfsDir;
+    }
     const child = spawnBwrap({
       argv,
+      ...(rootfs === undefined ? {} : { rootfs }),
       env: spec.env,
       diskMB: spec.limits.diskMB,
       files,
