@@ -9,6 +9,7 @@
  * /work; Memory = MemorySwap; NanoCpus; PidsLimit; logging off (output streams over attach);
  * labels that mark them as Vulcan's, for reconciliation.
  */
+import { workloadError } from '../../core/outcome.js';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
@@ -16,7 +17,6 @@ import * as tar from 'tar';
 import type { Acceptance, Availability, Backend, BackendCapabilities, RunIO, RunOutcome, RunSpec } from '../../core/backend.js';
 import { WorkloadAbort } from '../../core/backend.js';
 import type { BackendContext } from '../../core/context.js';
-import type { WorkloadError } from '../../core/errors.js';
 import type { ImageRef } from '../../core/images.js';
 import type { Limits } from '../../core/limits.js';
 import type { JsonValue, Runtime } from '../../core/types.js';
@@ -471,16 +471,17 @@ export class ContainerBackend implements Backend {
     const result = report.result;
     const startMs = (readyAt ?? end) - t0;
     const execMs = readyAt === undefined ? 0 : end - readyAt;
-    const error = ((): WorkloadError | null => {
-      if (abortKind === 'timeout') return { code: 'timeout', message: `timed out after ${spec.limits.timeoutMs / 1000}s (resources.timeout_s)` };
-      if (abortKind) return { code: 'killed', message: 'killed on request' };
-      if (state?.OOMKilled) return { code: 'memory_limit', message: `went over the memory limit of ${spec.limits.memMB} MiB (resources.mem_mb)` };
-      if (pidsHit) return { code: 'pids_limit', message: `hit the limit of ${spec.limits.pidsMax} processes` };
-      if (report.invalid !== undefined) return { code: 'output_invalid', message: report.invalid };
-      if (result?.t === 'error') return { code: result.code, message: result.message };
-      if (exitCode !== 0) return { code: 'nonzero_exit', message: `exited with code ${exitCode}` };
-      return null;
-    })();
+    const error = workloadError(
+      {
+        ...(abortKind ? { aborted: abortKind } : {}),
+        oomKilled: state?.OOMKilled === true,
+        pidsLimitHit: pidsHit,
+        ...(report.invalid !== undefined ? { channelError: { code: 'output_invalid', message: report.invalid } } : {}),
+        ...(result?.t === 'error' ? { runnerError: { code: result.code, message: result.message } } : {}),
+        exitCode,
+      },
+      spec.limits,
+    );
     return {
       exitCode: exitCode === 137 && (abortKind || state?.OOMKilled || pidsHit) ? null : exitCode,
       ...(result?.t === 'result' ? { output: result.output as JsonValue } : {}),

@@ -8,6 +8,7 @@
  * with `--ignore-cgroups` inside Vulcan's own cgroup, so the limits, the OOM count and the
  * kill-everything on timeout all go through src/host/cgroups.ts like the namespace backend.
  */
+import { workloadError } from '../../core/outcome.js';
 import { execFile, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -243,19 +244,19 @@ export class GvisorBackend implements Backend {
     const startMs = (readyAt ?? end) - t0;
     const execMs = readyAt === undefined ? 0 : end - readyAt;
 
-    const error = ((): WorkloadError | null => {
-      if (abortKind === 'timeout') return { code: 'timeout', message: `timed out after ${spec.limits.timeoutMs / 1000}s (resources.timeout_s)` };
-      if (abortKind) return { code: 'killed', message: 'killed on request' };
-      if (stats.oomKills > 0) return { code: 'memory_limit', message: `went over the memory limit of ${spec.limits.memMB} MiB (resources.mem_mb)` };
-      if (pidsHit || stats.pidsMaxHits > 0) return { code: 'pids_limit', message: `hit the limit of ${spec.limits.pidsMax} processes` };
-      if (channelError) return channelError;
-      if (result?.t === 'error') return { code: result.code, message: result.message };
-      if (exit.code !== 0) {
-        if (exit.code === 125) throw new Error('could not join the sandbox cgroup');
-        return { code: 'nonzero_exit', message: exit.code === null ? `killed by ${exit.signal ?? 'a signal'}` : `exited with code ${exit.code}` };
-      }
-      return null;
-    })();
+    const error = workloadError(
+      {
+        ...(abortKind ? { aborted: abortKind } : {}),
+        oomKilled: stats.oomKills > 0,
+        pidsLimitHit: pidsHit || stats.pidsMaxHits > 0,
+        ...(channelError ? { channelError } : {}),
+        ...(result?.t === 'error' ? { runnerError: { code: result.code, message: result.message } } : {}),
+        exitCode: exit.code,
+        signal: exit.signal,
+      },
+      spec.limits,
+    );
+    if (error?.code === 'nonzero_exit' && exit.code === 125) throw new Error('could not join the sandbox cgroup');
 
     return {
       exitCode: exit.code,

@@ -9,6 +9,7 @@ import type { Acceptance, Availability, Backend, BackendCapabilities, RunIO, Run
 import { WorkloadAbort } from '../../core/backend.js';
 import type { BackendContext } from '../../core/context.js';
 import type { WorkloadError } from '../../core/errors.js';
+import { workloadError } from '../../core/outcome.js';
 import type { JsonValue, Runtime } from '../../core/types.js';
 import { BWRAP_PATH, cgexecPathFor, publishStatic, spawnBwrap, type BwrapFile } from '../../host/bwrap.js';
 import { cgroupSupport, createCgroup, reapStaleCgroups, type Cgroup } from '../../host/cgroups.js';
@@ -216,24 +217,22 @@ export class NamespaceBackend implements Backend {
     const startMs = (readyAt ?? end) - t0;
     const execMs = readyAt === undefined ? 0 : end - readyAt;
 
-    const error = ((): WorkloadError | null => {
-      if (abortKind === 'timeout') return { code: 'timeout', message: `timed out after ${spec.limits.timeoutMs / 1000}s (resources.timeout_s)` };
-      if (abortKind) return { code: 'killed', message: 'killed on request' };
-      if (stats.oomKills > 0) return { code: 'memory_limit', message: `went over the memory limit of ${spec.limits.memMB} MiB (resources.mem_mb)` };
-      if (pidsHit || stats.pidsMaxHits > 0) return { code: 'pids_limit', message: `hit the limit of ${spec.limits.pidsMax} processes` };
-      if (channelError) return channelError;
-      if (result?.t === 'error') return { code: result.code, message: result.message };
-      if (exit.code !== 0) {
-        if (readyAt === undefined && exit.code !== null && exit.code >= 120) {
-          throw new Error(`the sandbox failed to start (exit ${exit.code})`);
-        }
-        return {
-          code: 'nonzero_exit',
-          message: exit.code === null ? `killed by ${exit.signal ?? 'a signal'}` : `exited with code ${exit.code}`,
-        };
-      }
-      return null;
-    })();
+    const error = workloadError(
+      {
+        ...(abortKind ? { aborted: abortKind } : {}),
+        oomKilled: stats.oomKills > 0,
+        pidsLimitHit: pidsHit || stats.pidsMaxHits > 0,
+        ...(channelError ? { channelError } : {}),
+        ...(result?.t === 'error' ? { runnerError: { code: result.code, message: result.message } } : {}),
+        exitCode: exit.code,
+        signal: exit.signal,
+      },
+      spec.limits,
+    );
+    // The helper or bwrap failing before the runner started is the host's fault, not the code's.
+    if (error?.code === 'nonzero_exit' && readyAt === undefined && exit.code !== null && exit.code >= 120) {
+      throw new Error(`the sandbox failed to start (exit ${exit.code})`);
+    }
 
     return {
       exitCode: exit.code,
