@@ -163,7 +163,7 @@ export async function runBenchmark(opts: BenchmarkOptions = {}): Promise<Benchma
     const infos = await client.backends();
     const plan = planFor(mode, samples, memBudgetMB);
     const floors = new SharedFloors(plan);
-    for (const name of wanted as BackendName[]) {
+    for (const name of wanted) {
       opts.signal?.throwIfAborted();
       const info = infos.find((b) => b.name === name);
       if (!info?.available) {

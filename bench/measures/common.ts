@@ -14,6 +14,7 @@ import { cpuLanguage, describeFailure, helloBody, helloOk, pickRuntime, runSync,
 
 /** How hard the common measures try. */
 export interface CommonPlan {
+  readonly mode: 'tiny' | 'quick' | 'full';
   readonly samples: number;
   /** Idle workloads alive at once for the memory reading, and rounds of it. */
   readonly memoryK: number;
@@ -34,14 +35,19 @@ export interface CommonPlan {
   readonly cpuTaskMs: number;
   readonly cpuPerLoop: number;
   readonly cpuParallel: number;
+  /**
+   * Backends whose hello world takes longer than this (ms) skip the CPU-bound measure: under
+   * emulation (a TCG microVM) one 1 s task takes most of a minute. Infinity in the full run.
+   */
+  readonly cpuSkipAboveMs: number;
 }
 
 /** The plan for a run: tiny (CI smoke), quick, or full. */
 export function planFor(mode: 'tiny' | 'quick' | 'full', samples: number, memBudgetMB: number): CommonPlan {
   const cores = os.availableParallelism();
-  if (mode === 'tiny') return { samples, memoryK: 2, memoryRounds: 1, memBudgetMB, maxLevel: 2, levelRounds: 1, clients: 4, seconds: 1, maxSeconds: 3, helloBudgetMs: 5_000, rampBudgetMs: 10_000, cpuTaskMs: 200, cpuPerLoop: 1, cpuParallel: 1 };
-  if (mode === 'quick') return { samples, memoryK: 4, memoryRounds: 1, memBudgetMB, maxLevel: 16, levelRounds: 1, clients: 50, seconds: 3, maxSeconds: 8, helloBudgetMs: 12_000, rampBudgetMs: 20_000, cpuTaskMs: 1000, cpuPerLoop: 1, cpuParallel: cores };
-  return { samples, memoryK: 8, memoryRounds: 3, memBudgetMB, maxLevel: 64, levelRounds: 3, clients: 50, seconds: 10, maxSeconds: 60, helloBudgetMs: 300_000, rampBudgetMs: 300_000, cpuTaskMs: 1000, cpuPerLoop: 3, cpuParallel: cores };
+  if (mode === 'tiny') return { mode, samples, memoryK: 2, memoryRounds: 1, memBudgetMB, maxLevel: 2, levelRounds: 1, clients: 4, seconds: 1, maxSeconds: 3, helloBudgetMs: 5_000, rampBudgetMs: 10_000, cpuTaskMs: 200, cpuPerLoop: 1, cpuParallel: 1, cpuSkipAboveMs: 1500 };
+  if (mode === 'quick') return { mode, samples, memoryK: 4, memoryRounds: 1, memBudgetMB, maxLevel: 16, levelRounds: 1, clients: 50, seconds: 3, maxSeconds: 5, helloBudgetMs: 8_000, rampBudgetMs: 10_000, cpuTaskMs: 1000, cpuPerLoop: 1, cpuParallel: cores, cpuSkipAboveMs: 1500 };
+  return { mode, samples, memoryK: 8, memoryRounds: 3, memBudgetMB, maxLevel: 64, levelRounds: 3, clients: 50, seconds: 10, maxSeconds: 60, helloBudgetMs: 300_000, rampBudgetMs: 300_000, cpuTaskMs: 1000, cpuPerLoop: 3, cpuParallel: cores, cpuSkipAboveMs: Number.POSITIVE_INFINITY };
 }
 
 /** Floors shared by every backend, measured once per run and reused. */
@@ -196,7 +202,7 @@ export async function runCommonMeasures(input: CommonInput): Promise<CommonOutpu
     if (input.serverPid === undefined) throw new Error('needs a server the benchmark started itself (not --url): it reads the server\'s processes');
     // A slow starter (a TCG microVM) gets fewer, longer-lived idle workloads, so all are alive at once.
     const k = helloP50 > 1000 ? Math.min(2, plan.memoryK) : plan.memoryK;
-    const seconds = Math.min(30, Math.max(2, 2 + (3 * helloP50 * k) / os.availableParallelism() / 1000));
+    const seconds = Math.min(30, Math.max(2, 2 + (2 * helloP50 * k) / os.availableParallelism() / 1000));
     const m = await measureMemory({ url, serverPid: input.serverPid, isolation: backend, runtime, k, rounds: plan.memoryRounds, seconds, memMB: 128, progress });
     memPerWorkload = Math.max(1, m.perWorkload.p50);
     rows.push({
@@ -250,7 +256,10 @@ export async function runCommonMeasures(input: CommonInput): Promise<CommonOutpu
   });
 
   const lang = cpuLanguage(runtime);
-  if (lang) {
+  if (lang && helloP50 > plan.cpuSkipAboveMs) {
+    errors.push({ backend, measure: 'cpu_throughput', message: `skipped in this ${plan.mode} run: a hello world takes ${(helloP50 / 1000).toFixed(1)} s here, so one ≈ 1 s task would take most of a minute; the full run (vulcan benchmark) measures it` });
+    progress(`${backend}: cpu_throughput skipped (slow start; the full run measures it)`);
+  } else if (lang) {
     await attempt('cpu_throughput', async () => {
       const n = await floors.cpuIterations(lang);
       const floor = await floors.cpuRate(lang);

@@ -5,7 +5,7 @@
  * host as the floor.
  */
 import { spawn } from 'node:child_process';
-import { Pool, request } from 'undici';
+import { request, type Pool } from 'undici';
 
 /** Runtimes the common measures know how to write, in order of preference. */
 export const MEASURE_RUNTIMES = ['python', 'js', 'node', 'sh'] as const;

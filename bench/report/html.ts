@@ -97,8 +97,9 @@ export function barsSvg(bars: readonly Bar[], title: string, unit: string, log: 
   const shown = bars.filter((b) => Number.isFinite(b.value) && b.value > 0);
   if (shown.length === 0) return '';
   const values = shown.flatMap((b) => (b.floor && b.floor > 0 ? [b.value, b.floor] : [b.value]));
-  const W = 900;
-  const left = 230;
+  // Room for the longest label (≈ 6.6 px a character at 12 px), so none is cut at the left edge.
+  const left = Math.max(230, Math.ceil(Math.max(...shown.map((b) => b.label.length)) * 6.6) + 16);
+  const W = Math.max(900, left + 560);
   const right = 110;
   const top = 36;
   const rowH = shown.some((b) => b.floor) ? 40 : 26;

@@ -2,6 +2,7 @@
  * Server configuration: defaults ← environment ← flags, validated once into a readonly
  * `Config` that is passed down. Nothing else reads `process.env` for settings.
  */
+import { createHash } from 'node:crypto';
 import os from 'node:os';
 import path from 'node:path';
 import { DEFAULT_LIMITS, type Limits } from './limits.js';
@@ -44,6 +45,15 @@ export interface ConfigOverrides {
   nodeName?: string;
   maxConcurrent?: number;
   logLevel?: string;
+}
+
+/**
+ * A short tag of a data dir, for naming what a node leaves on the host (cgroups, container
+ * labels): a node's start-up clean-up removes only what carries its own tag, never what
+ * another node on the same host (a second server, a test, the benchmark) is running.
+ */
+export function dataDirTag(dataDir: string): string {
+  return createHash('sha256').update(path.resolve(dataDir)).digest('hex').slice(0, 8);
 }
 
 /** The project's root: two levels above this file, in `src/core` or `dist/src/core`. */

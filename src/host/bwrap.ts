@@ -15,6 +15,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Cgroup } from './cgroups.js';
+import { zygoteSpawn, type ZygoteChild } from './zygote.js';
 
 /** The host uid/gid a sandbox runs as. */
 export const SANDBOX_HOST_ID = 65534;
@@ -193,6 +194,24 @@ export function spawnBwrap(opts: BwrapOptions): ChildProcess {
     }
   });
   return child;
+}
+
+/**
+ * Starts `opts.argv` in a fresh sandbox through the zygote (zygote.ts), so the start does not
+ * fork the server. stdin gets `stdin`; the result channel is `result` when `resultFd` is set.
+ */
+export function startBwrap(opts: BwrapOptions & { readonly stdin?: Buffer | string }): ZygoteChild {
+  const firstDataFd = opts.resultFd ? RESULT_FD + 1 : RESULT_FD;
+  const { args, data } = buildBwrapArgs(opts, firstDataFd);
+  const cg: string[] = [];
+  for (const f of opts.cgroup?.procsFiles ?? []) cg.push('-j', f);
+  return zygoteSpawn({
+    file: opts.cgexecPath,
+    args: ['-u', String(SANDBOX_HOST_ID), '-g', String(SANDBOX_HOST_ID), ...cg, '--', BWRAP_PATH, ...args],
+    ...(opts.stdin === undefined ? {} : { stdin: opts.stdin }),
+    data,
+    resultFd: opts.resultFd ?? false,
+  });
 }
 
 /** The path of a built native helper, e.g. `cgexecPathFor(installDir)`. */

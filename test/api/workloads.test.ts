@@ -75,7 +75,7 @@ describe('API: workloads', () => {
     assert.equal(killed.error?.code, 'killed');
     await assert.rejects(server.client.kill(id), (err: unknown) => err instanceof ConflictError && err.status === 409);
     await assert.rejects(server.client.kill('01NOPE'), (err: unknown) => err instanceof NotFoundError);
-    assert.deepEqual(await eventually(() => cgroupsLeft(`ns-${id}`)), []);
+    assert.deepEqual(await eventually(() => cgroupsLeft('ns-', id)), []);
   });
 
   it('a caller that hangs up on a sync run kills the workload', async () => {
@@ -168,7 +168,7 @@ describe('API: restart reconciliation', () => {
       const rec = await second.client.get(id);
       assert.equal(rec.status, 'failed');
       assert.equal(rec.error?.code, 'host_restarted');
-      assert.deepEqual(await eventually(() => cgroupsLeft(`ns-${id}`)), [], 'the restarted server removes the dead cgroup');
+      assert.deepEqual(await eventually(() => cgroupsLeft('ns-', id)), [], 'the restarted server removes the dead cgroup');
       const next = await second.client.run({ runtime: 'sh', code: 'echo ok\n' });
       assert.equal(next.stdout, 'ok\n');
     } finally {

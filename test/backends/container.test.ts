@@ -12,7 +12,8 @@ import { after, before, describe, it } from 'node:test';
 import * as tar from 'tar';
 import { createHarness, type Harness } from '../../src/backends/conformance/harness.js';
 import { describeWorkloadConformance } from '../../src/backends/conformance/workload-suite.js';
-import { ContainerBackend, LABEL_MANAGED, LABEL_POOL } from '../../src/backends/container/container-backend.js';
+import { ContainerBackend, LABEL_MANAGED, LABEL_NODE, LABEL_POOL } from '../../src/backends/container/container-backend.js';
+import { dataDirTag } from '../../src/core/config.js';
 import { DockerClient, dockerSocketPath } from '../../src/backends/container/docker-client.js';
 import { processesOf } from '../../src/backends/container/leaks.js';
 import { createImageStore, ensureBuiltinImages, type LocalImageStore } from '../../src/images/index.js';
@@ -172,17 +173,22 @@ describe('container: particulars', () => {
     assert.match(rec.stdout, /data inside the image/);
   });
 
-  it('reconcile removes Vulcan-labelled containers left by an earlier server', { timeout: 60_000 }, async (t) => {
+  it("reconcile removes the containers an earlier server of this data dir left, and not another node's", { timeout: 60_000 }, async (t) => {
     if (unavailable) return t.skip(unavailable);
     const client = new DockerClient(dockerSocketPath());
     try {
       const minimal = await store.inspect('minimal');
       const ref = `vulcan/minimal:${minimal.digest.slice(7, 19)}`;
-      const id = await client.call<{ Id: string }>('POST', `/containers/create?name=vulcan-stale-${process.pid}`, { Image: ref, Cmd: ['/bin/sleep', '300'], Labels: { [LABEL_MANAGED]: 'true' }, HostConfig: { NetworkMode: 'none' } });
+      const create = (name: string, tag: string) =>
+        client.call<{ Id: string }>('POST', `/containers/create?name=${name}-${process.pid}`, { Image: ref, Cmd: ['/bin/sleep', '300'], Labels: { [LABEL_MANAGED]: 'true', [LABEL_NODE]: tag }, HostConfig: { NetworkMode: 'none' } });
+      const id = await create('vulcan-stale', dataDirTag(dataDir));
+      const other = await create('vulcan-other-node', 'someone-else');
       await client.startContainer(id.Id);
       await backend.reconcile();
-      assert.deepEqual(await client.listContainers([`${LABEL_MANAGED}=true`]), []);
+      assert.deepEqual(await client.listContainers([`${LABEL_MANAGED}=true`, `${LABEL_NODE}=${dataDirTag(dataDir)}`]), []);
       assert.deepEqual(processesOf(id.Id), []);
+      assert.equal((await client.listContainers([`${LABEL_NODE}=someone-else`])).length, 1, "another node's container was removed");
+      await client.removeContainer(other.Id);
     } finally {
       await client.close();
     }

@@ -24,10 +24,10 @@ export function testContext(images: ImageStore = EMPTY_IMAGE_STORE, config: Conf
   return { config, log: SILENT_LOGGER, images };
 }
 
-/** Vulcan cgroups whose names start with `prefix`. */
-export function cgroupsLeft(prefix: string): string[] {
+/** Vulcan cgroups whose names start with `prefix` (and contain `id`, when given). */
+export function cgroupsLeft(prefix: string, id = ''): string[] {
   return listCgroups()
-    .filter((n) => n.startsWith(prefix))
+    .filter((n) => n.startsWith(prefix) && n.includes(id))
     .map((n) => `cgroup vulcan/${n}`);
 }
 

@@ -117,7 +117,7 @@ describe('Prometheus metrics', () => {
         last = body;
         const result = body.data?.result ?? [];
         if (body.status === 'success' && result.length >= 2) {
-          const byStatus = Object.fromEntries(result.map((r) => [r.metric.status, Number(r.value[1])]));
+          const byStatus: Record<string, number> = Object.fromEntries(result.map((r) => [r.metric.status ?? '', Number(r.value[1])]));
           assert.equal(byStatus.completed, 1);
           assert.equal(byStatus.failed, 1);
           // The scrape target is up, as Prometheus sees it.

@@ -16,6 +16,7 @@ import type { Readable } from 'node:stream';
 import * as tar from 'tar';
 import type { Acceptance, Availability, Backend, BackendCapabilities, RunIO, RunOutcome, RunSpec } from '../../core/backend.js';
 import { WorkloadAbort } from '../../core/backend.js';
+import { dataDirTag } from '../../core/config.js';
 import type { BackendContext } from '../../core/context.js';
 import type { ImageRef } from '../../core/images.js';
 import type { Limits } from '../../core/limits.js';
@@ -31,6 +32,8 @@ const RUNTIMES = ['python', 'node', 'sh', 'oci'] as const satisfies readonly Run
 export const LABEL_MANAGED = 'dev.vulcan.managed';
 export const LABEL_WORKLOAD = 'dev.vulcan.workload';
 export const LABEL_POOL = 'dev.vulcan.pool';
+/** The data dir tag of the node that made a container: start-up clean-up removes only its own. */
+export const LABEL_NODE = 'dev.vulcan.node';
 /** OCI runtimes the probe tries besides the default, when the daemon lists them. */
 const OPTIONAL_RUNTIMES = ['runsc', 'kata', 'kata-runtime', 'io.containerd.kata.v2'];
 const PROBE_TIMEOUT_MS = 30_000;
@@ -159,7 +162,7 @@ export class ContainerBackend implements Backend {
 
   async reconcile(): Promise<void> {
     const client = this.getClient();
-    const stale = await client.listContainers([`${LABEL_MANAGED}=true`]).catch(() => []);
+    const stale = await client.listContainers([`${LABEL_MANAGED}=true`, `${LABEL_NODE}=${dataDirTag(this.ctx.config.dataDir)}`]).catch(() => []);
     for (const c of stale) {
       await client.removeContainer(c.Id).catch((err: unknown) => this.ctx.log.warn({ err, id: c.Id }, 'cannot remove a stale container'));
       await cleanupLeakedRuntime(c.Id);
@@ -384,7 +387,7 @@ export class ContainerBackend implements Backend {
       Env: o.env,
       WorkingDir: o.cwd,
       User: `${SANDBOX_UID}:${SANDBOX_UID}`,
-      Labels: { [LABEL_MANAGED]: 'true', ...o.labels },
+      Labels: { [LABEL_MANAGED]: 'true', [LABEL_NODE]: dataDirTag(this.ctx.config.dataDir), ...o.labels },
       AttachStdin: o.stdin,
       AttachStdout: true,
       AttachStderr: true,

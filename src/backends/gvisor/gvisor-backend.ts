@@ -15,6 +15,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import type { Acceptance, Availability, Backend, BackendCapabilities, RunIO, RunOutcome, RunSpec } from '../../core/backend.js';
 import { WorkloadAbort } from '../../core/backend.js';
+import { dataDirTag } from '../../core/config.js';
 import type { BackendContext } from '../../core/context.js';
 import type { WorkloadError } from '../../core/errors.js';
 import type { Limits } from '../../core/limits.js';
@@ -29,7 +30,6 @@ const execFileP = promisify(execFile);
 
 const RUNTIMES = ['python', 'node', 'sh', 'oci'] as const satisfies readonly Runtime[];
 /** cgroup names of this backend start with this, so reconciliation finds only ours. */
-const CGROUP_PREFIX = 'gv-';
 /** How long the probe's test sandbox may take on one platform. */
 const PROBE_TIMEOUT_MS = 8_000;
 /** Host memory the sentry and gofer need beyond the code's own `mem_mb`. */
@@ -65,7 +65,11 @@ export class GvisorBackend implements Backend {
   private platform: RunscPlatform = 'ptrace';
   private closed = false;
 
+  /** This node's cgroups: `gv-<data dir tag>-<id>`, so reconciliation removes only ours. */
+  private readonly cgroupPrefix: string;
+
   constructor(private readonly ctx: BackendContext) {
+    this.cgroupPrefix = `gv-${dataDirTag(ctx.config.dataDir)}-`;
     this.baseDir = path.join(ctx.config.dataDir, 'gvisor');
     this.stateDir = path.join(this.baseDir, 'state');
   }
@@ -122,7 +126,7 @@ export class GvisorBackend implements Backend {
   }
 
   async reconcile(): Promise<void> {
-    const reaped = await reapStaleCgroups(CGROUP_PREFIX);
+    const reaped = await reapStaleCgroups(this.cgroupPrefix);
     let leftovers: string[] = [];
     try {
       leftovers = fs.readdirSync(this.baseDir).filter((d) => d.startsWith('w-'));
@@ -160,7 +164,7 @@ export class GvisorBackend implements Backend {
     const payload = await preparePayload(workDir, spec, image, this.ctx.config.installDir);
     let cgroup: Cgroup | undefined;
     try {
-      cgroup = await createCgroup(`${CGROUP_PREFIX}${spec.id}`, hostLimits(spec.limits, this.platform));
+      cgroup = await createCgroup(`${this.cgroupPrefix}${spec.id}`, hostLimits(spec.limits, this.platform));
       const bundleDir = path.join(workDir, 'bundle');
       fs.mkdirSync(bundleDir, { mode: 0o700 });
       const config = bundleConfig({ rootfsDir: image.rootfsDir, argv: payload.argv, env: payload.env, cwd: payload.cwd, inDir: payload.inDir, outDir: payload.outDir, limits: spec.limits, hostname: 'vulcan' });

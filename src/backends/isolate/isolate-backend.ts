@@ -3,6 +3,7 @@
  * (isolated-vm), run by supervised isolate-host processes that are themselves inside
  * bubblewrap and a memory-capped cgroup. See docs/backends/isolate.md.
  */
+import { listCgroups, reapStaleCgroups } from '../../host/cgroups.js';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -148,6 +149,25 @@ export class IsolateBackend implements Backend {
       }
     }
     return { exitCode: null, ...(output === undefined ? {} : { output }), error: null, startMs, execMs: result.execMs, notes };
+  }
+
+  /**
+   * Removes the cgroups of isolate hosts whose server is gone (`isolate-host-<server pid>-…`):
+   * a server killed outright leaves its hosts' groups behind. Live servers' groups stay.
+   */
+  async reconcile(): Promise<void> {
+    const dead = listCgroups().filter((name) => {
+      const pid = Number(/^isolate-host-(\d+)-/.exec(name)?.[1]);
+      if (!pid || pid === process.pid) return false;
+      try {
+        process.kill(pid, 0);
+        return false;
+      } catch (err) {
+        return (err as NodeJS.ErrnoException).code === 'ESRCH';
+      }
+    });
+    for (const name of dead) await reapStaleCgroups(name);
+    if (dead.length > 0) this.ctx.log.warn({ cgroups: dead }, 'removed isolate host cgroups left by an earlier server');
   }
 
   async close(): Promise<void> {

@@ -4,14 +4,14 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { Readable } from 'node:stream';
 import type { Acceptance, Availability, Backend, BackendCapabilities, RunIO, RunOutcome, RunSpec } from '../../core/backend.js';
 import { WorkloadAbort } from '../../core/backend.js';
+import { dataDirTag } from '../../core/config.js';
 import type { BackendContext } from '../../core/context.js';
 import type { WorkloadError } from '../../core/errors.js';
 import { workloadError } from '../../core/outcome.js';
 import type { JsonValue, Runtime } from '../../core/types.js';
-import { BWRAP_PATH, cgexecPathFor, publishStatic, spawnBwrap, type BwrapFile } from '../../host/bwrap.js';
+import { BWRAP_PATH, cgexecPathFor, publishStatic, spawnBwrap, startBwrap, type BwrapFile } from '../../host/bwrap.js';
 import { cgroupSupport, createCgroup, reapStaleCgroups, type Cgroup } from '../../host/cgroups.js';
 import { jsonToPythonLiteral } from './python-literal.js';
 import { readResultChannel, type RunnerMessage } from './result-channel.js';
@@ -24,8 +24,6 @@ type NamespaceRuntime = (typeof RUNTIMES)[number];
 const PIDS_POLL_MS = 50;
 /** The largest result line a runner may send (the code's return value as JSON). */
 export const RESULT_MAX_BYTES = 4 * 1024 * 1024;
-/** cgroup names of this backend start with this, so reconciliation finds only ours. */
-const CGROUP_PREFIX = 'ns-';
 
 const RUNNER_FILES = { python: 'runner.py', node: 'runner.mjs', sh: 'run-sh.sh' } as const;
 const INLINE_ENTRY = { python: '/work/main.py', node: '/work/main.js', sh: '/work/main.sh' } as const;
@@ -55,6 +53,7 @@ export class NamespaceBackend implements Backend {
   readonly sandboxDriver: NamespaceSandboxDriver;
 
   private readonly cgexecPath: string;
+  private readonly cgroupPrefix: string;
   private readonly runnerSources: Readonly<Record<string, string>>;
   private runnerDir: string | undefined;
   /** cgroups being removed after their workload ended. */
@@ -62,6 +61,8 @@ export class NamespaceBackend implements Backend {
 
   constructor(private readonly ctx: BackendContext) {
     this.cgexecPath = cgexecPathFor(ctx.config.installDir);
+    // This node's cgroups: `ns-<data dir tag>-<id>`, so reconciliation removes only ours.
+    this.cgroupPrefix = `ns-${dataDirTag(ctx.config.dataDir)}-`;
     this.sandboxDriver = new NamespaceSandboxDriver(ctx);
     const dir = path.join(ctx.config.installDir, 'src', 'backends', 'namespace', 'runners');
     this.runnerSources = Object.fromEntries([...Object.values(RUNNER_FILES), 'unpack.sh'].map((f) => [f, fs.readFileSync(path.join(dir, f), 'utf8')]));
@@ -97,7 +98,7 @@ export class NamespaceBackend implements Backend {
   }
 
   async reconcile(): Promise<void> {
-    const reaped = await reapStaleCgroups(CGROUP_PREFIX);
+    const reaped = await reapStaleCgroups(this.cgroupPrefix);
     if (reaped.length > 0) this.ctx.log.warn({ cgroups: reaped }, 'removed cgroups left by an earlier server');
   }
 
@@ -110,7 +111,7 @@ export class NamespaceBackend implements Backend {
     const runtime = spec.runtime;
     const t0 = performance.now();
     const { limits } = spec;
-    const cgroup = await createCgroup(`${CGROUP_PREFIX}${spec.id}`, {
+    const cgroup = await createCgroup(`${this.cgroupPrefix}${spec.id}`, {
       memBytes: limits.memMB * 1024 * 1024,
       pidsMax: limits.pidsMax,
       cpus: limits.cpus,
@@ -152,7 +153,7 @@ export class NamespaceBackend implements Backend {
       if (!image) throw new Error(`no image ${spec.image} in the store`);
       rootfs = image.rootfsDir;
     }
-    const child = spawnBwrap({
+    const child = startBwrap({
       argv,
       ...(rootfs === undefined ? {} : { rootfs }),
       env: spec.env,
@@ -161,6 +162,7 @@ export class NamespaceBackend implements Backend {
       roBinds: [{ src: this.runners(), dest: '/vulcan/lib' }],
       cgroup,
       resultFd: true,
+      stdin: runtime === 'sh' ? spec.inputJson : '',
       cgexecPath: this.cgexecPath,
     });
 
@@ -188,13 +190,11 @@ export class NamespaceBackend implements Backend {
       }
     }, PIDS_POLL_MS);
 
-    child.stdout?.on('data', (c: Buffer) => io.stdout(c));
-    child.stderr?.on('data', (c: Buffer) => io.stderr(c));
-    child.stdin?.on('error', () => undefined);
-    child.stdin?.end(runtime === 'sh' ? spec.inputJson : undefined);
-    const channel = child.stdio[3];
+    child.stdout.on('data', (c: Buffer) => io.stdout(c));
+    child.stderr.on('data', (c: Buffer) => io.stderr(c));
+    const channel = child.result;
     const channelDone =
-      channel instanceof Readable
+      channel !== undefined
         ? readResultChannel(channel, RESULT_MAX_BYTES, (msg) => {
             if (msg.t === 'ready') readyAt ??= performance.now();
             else result ??= msg;
@@ -204,10 +204,7 @@ export class NamespaceBackend implements Backend {
           })
         : Promise.resolve();
 
-    const exit = await new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve, reject) => {
-      child.on('error', reject);
-      child.on('close', (c, s) => resolve({ code: c, signal: s }));
-    }).finally(() => {
+    const exit = await child.closed.finally(() => {
       clearInterval(pidsTimer);
       signal.removeEventListener('abort', onAbort);
     });
