@@ -15,7 +15,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Cgroup } from './cgroups.js';
-import { zygoteSpawn, type ZygoteChild } from './zygote.js';
+import { spawnProcess, type SandboxProcess } from './process.js';
 
 /** The host uid/gid a sandbox runs as. */
 export const SANDBOX_HOST_ID = 65534;
@@ -197,15 +197,15 @@ export function spawnBwrap(opts: BwrapOptions): ChildProcess {
 }
 
 /**
- * Starts `opts.argv` in a fresh sandbox through the zygote (zygote.ts), so the start does not
- * fork the server. stdin gets `stdin`; the result channel is `result` when `resultFd` is set.
+ * Starts `opts.argv` in a fresh sandbox and returns its pipes and its end (`SandboxProcess`).
+ * stdin gets `stdin`; the result channel is `result` when `resultFd` is set.
  */
-export function startBwrap(opts: BwrapOptions & { readonly stdin?: Buffer | string }): ZygoteChild {
+export function startBwrap(opts: BwrapOptions & { readonly stdin?: Buffer | string }): SandboxProcess {
   const firstDataFd = opts.resultFd ? RESULT_FD + 1 : RESULT_FD;
   const { args, data } = buildBwrapArgs(opts, firstDataFd);
   const cg: string[] = [];
   for (const f of opts.cgroup?.procsFiles ?? []) cg.push('-j', f);
-  return zygoteSpawn({
+  return spawnProcess({
     file: opts.cgexecPath,
     args: ['-u', String(SANDBOX_HOST_ID), '-g', String(SANDBOX_HOST_ID), ...cg, '--', BWRAP_PATH, ...args],
     ...(opts.stdin === undefined ? {} : { stdin: opts.stdin }),

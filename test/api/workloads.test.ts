@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { ConflictError, NotFoundError, type LogEvent } from '../../src/sdk/index.js';
+import { dataDirTag } from '../../src/core/config.js';
 import { cgroupsLeft, eventually, processesWith, tempDir } from '../helpers/context.js';
 import { spawnServer, startTestServer, type TestServer } from '../helpers/server.js';
 
@@ -119,7 +120,7 @@ describe('API: workloads', () => {
     assert.equal((await server.client.health()).status, 'ok');
     const rec = await server.client.run({ runtime: 'node', code: 'export default () => "still fine"' });
     assert.equal(rec.output, 'still fine');
-    assert.deepEqual(await eventually(() => cgroupsLeft('ns-')), []);
+    assert.deepEqual(await eventually(() => cgroupsLeft(`ns-${dataDirTag(server.dataDir)}-`)), []);
   });
 
   it('GET /v1/backends lists every backend with availability and reasons', async () => {

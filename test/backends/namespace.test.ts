@@ -10,12 +10,14 @@ import * as tar from 'tar';
 import { createBackend } from '../../src/backends/namespace/index.js';
 import { createHarness } from '../../src/backends/conformance/harness.js';
 import { createImageStore } from '../../src/images/index.js';
+import { dataDirTag } from '../../src/core/config.js';
 import { describeWorkloadConformance } from '../../src/backends/conformance/workload-suite.js';
 import { cgroupsLeft, eventually, processesWith, tempDir, testConfig, testContext } from '../helpers/context.js';
 
+const conformanceContext = testContext();
 describeWorkloadConformance('namespace', {
-  create: () => Promise.resolve(createBackend(testContext())),
-  leftovers: () => eventually(() => [...cgroupsLeft('ns-'), ...processesWith('bwrap', '/vulcan/lib/')]),
+  create: () => Promise.resolve(createBackend(conformanceContext)),
+  leftovers: () => eventually(() => [...cgroupsLeft(`ns-${dataDirTag(conformanceContext.config.dataDir)}-`), ...processesWith('bwrap', '/vulcan/lib/')]),
 });
 
 describe('namespace: particulars', () => {
