@@ -7,6 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 npm run --silent build
+# The whole suite also lints (type-aware rules: floating promises, any, non-null assertions).
+if (($# == 0)); then npx eslint .; fi
 mapfile -t files < <(find dist/test -name '*.test.js' | sort)
 if (($#)); then
   selected=()

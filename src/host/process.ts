@@ -38,8 +38,8 @@ export function spawnProcess(opts: SpawnProcessOptions): SandboxProcess {
     s?.end(d);
   });
   return {
-    stdout: child.stdout as Readable,
-    stderr: child.stderr as Readable,
+    stdout: child.stdout,
+    stderr: child.stderr,
     result: opts.resultFd ? (child.stdio[3] as Readable) : undefined,
     closed: new Promise((resolve, reject) => {
       child.on('error', reject);

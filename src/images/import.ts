@@ -97,7 +97,7 @@ function obj(v: unknown): Record<string, unknown> {
 }
 
 function strings(v: unknown): string[] | undefined {
-  return Array.isArray(v) && v.every((s) => typeof s === 'string') ? (v as string[]) : undefined;
+  return Array.isArray(v) && v.every((s) => typeof s === 'string') ? v : undefined;
 }
 
 function runtimeConfig(configJson: unknown): ImageRuntimeConfig {

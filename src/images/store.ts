@@ -177,7 +177,7 @@ class FsImageStore implements LocalImageStore {
   }
 
   list(): Promise<ImageInfo[]> {
-    let names: string[] = [];
+    let names: string[];
     try {
       names = fs.readdirSync(this.p('refs')).filter((f) => f.endsWith('.json'));
     } catch {

@@ -13,7 +13,7 @@ import { SILENT_LOGGER } from '../../src/core/context.js';
 import { EMPTY_IMAGE_STORE } from '../../src/core/images.js';
 import { DEFAULT_LIMITS, type Limits } from '../../src/core/limits.js';
 import type { Runtime } from '../../src/core/types.js';
-import { hostTag, IsolateBackend } from '../../src/backends/isolate/isolate-backend.js';
+import { hostTag, type IsolateBackend } from '../../src/backends/isolate/isolate-backend.js';
 import { createBackend } from '../../src/backends/isolate/index.js';
 
 /** `(func (export "main") (param i32 i32) (result i32) local.get 0 local.get 1 i32.add)` */

@@ -49,7 +49,7 @@ export async function cleanupLeakedRuntime(id: string): Promise<string[]> {
   }
   const runsc = findRunsc();
   for (const root of RUNTIME_ROOTS) {
-    let files: string[] = [];
+    let files: string[];
     try {
       files = fs.readdirSync(root).filter((f) => f.includes(id));
     } catch {

@@ -191,7 +191,7 @@ export function fillSlot(slot: Slot, spec: RunSpec, image: ImageRef, installDir:
         return '';
       }
     },
-    dispose: slot.dispose,
+    dispose: () => slot.dispose(),
   };
 }
 

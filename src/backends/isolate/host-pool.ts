@@ -109,7 +109,10 @@ class HostHandle {
         markReady();
       } else if (message.t === 'out') {
         const p = this.pending.get(message.id);
-        if (p !== undefined) (message.fd === 1 ? p.io.stdout : p.io.stderr).call(p.io, Buffer.from(message.data));
+        if (p !== undefined) {
+          if (message.fd === 1) p.io.stdout(Buffer.from(message.data));
+          else p.io.stderr(Buffer.from(message.data));
+        }
       } else if (message.t === 'done') {
         const p = this.pending.get(message.id);
         this.pending.delete(message.id);
@@ -284,7 +287,7 @@ export class HostPool {
   /** Stops every host. Idempotent. */
   async close(): Promise<void> {
     this.closed = true;
-    await Promise.all(this.starting.map((p) => p?.catch(() => null)));
+    await Promise.all(this.starting.filter((p): p is Promise<HostHandle> => p !== null).map((p) => p.catch(() => null)));
     await Promise.all([...this.handles].map((h) => h.close()));
     this.handles.clear();
   }
