@@ -38,8 +38,8 @@ async function timeRuns(env: Record<string, string>, n: number, ctx: BenchContex
 /** The microvm rows: cold, snapshot and pool starts beside a bare QEMU boot. */
 export async function benchMicrovm(ctx: BenchContext): Promise<BenchRow[]> {
   // TCG boots take seconds each on a small host: keep the cold sample counts modest.
-  const nCold = Math.max(2, Math.min(ctx.samples, ctx.quick ? 3 : 8));
-  const nWarm = Math.max(3, Math.min(ctx.samples, ctx.quick ? 5 : 20));
+  const nCold = Math.max(2, Math.min(ctx.samples, ctx.quick ? 2 : 8));
+  const nWarm = Math.max(3, Math.min(ctx.samples, ctx.quick ? 4 : 20));
 
   const cold = await timeRuns({ VULCAN_MICROVM_POOL_SIZE: '0', VULCAN_MICROVM_SNAPSHOT: '0' }, nCold, ctx, 'cold', 200);
   const manifest = JSON.parse(fs.readFileSync('/var/cache/vulcan/microvm/manifest.json', 'utf8')) as { kernel: string; initramfs: string };
