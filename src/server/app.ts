@@ -17,6 +17,7 @@ import { registerWorkloadRoutes } from './routes/workloads.js';
 import { registerImageRoutes } from './routes/images.js';
 import type { LocalImageStore } from '../images/index.js';
 import { registerSandboxRoutes } from './routes/sandboxes.js';
+import { registerStatsRoutes } from './routes/stats.js';
 import { ErrorBody, MAX_BODY_BYTES, Workload } from './schemas.js';
 
 export interface AppParts {
@@ -129,7 +130,7 @@ export async function buildApp(parts: AppParts): Promise<FastifyInstance> {
   registerImageRoutes(app, parts);
   registerSystemRoutes(app, parts);
   registerSandboxRoutes(app, parts);
-  (await import('./routes/stats.js')).registerStatsRoutes(app, parts);
+  registerStatsRoutes(app, parts);
   await app.ready();
   return app;
 }
