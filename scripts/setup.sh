@@ -21,9 +21,17 @@ if [[ $EUID -ne 0 ]]; then
   exit 1
 fi
 
-# 1. Debian packages: only the missing ones, so a second run does not touch apt.
-#    Each backend's extra packages are installed by its scripts/setup.d/ script.
-PACKAGES=(bubblewrap python3 gcc libc6-dev tar gzip ca-certificates)
+# 1. Debian packages: only the missing ones, so a second run does not touch apt. One list for
+#    every backend, so one `apt-get update` serves all (the scripts/setup.d/ scripts check
+#    again for what they need):
+#    core + namespace: bubblewrap, python3, gcc (native helpers), procps (tests);
+#    gvisor: runsc; container: docker.io; images: mmdebstrap, busybox-static;
+#    microvm: qemu-system-x86, linux-image-cloud-amd64, erofs-utils, cpio.
+#    (prometheus and chromium come from setup.d/50-observability.sh, which keeps the
+#    prometheus service from starting.)
+PACKAGES=(bubblewrap python3 gcc libc6-dev tar gzip ca-certificates procps
+  runsc docker.io mmdebstrap busybox-static
+  qemu-system-x86 linux-image-cloud-amd64 erofs-utils cpio)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
