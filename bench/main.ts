@@ -8,11 +8,11 @@
  *   npm run bench -- [--backends a,b] [--quick] [--tiny] [--samples N] [--json] [--out DIR] [--url URL] [--mem-budget-mb MiB]
  *   vulcan benchmark …   (the same code)
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawnVulcanServe } from '../src/server/spawn-serve.js';
+import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { BACKEND_NAMES, type BackendName } from '../src/core/types.js';
@@ -24,8 +24,6 @@ import { markdownReport } from './report/markdown.js';
 import { RESULT_VERSION, type BenchmarkResult } from './result.js';
 import type { BenchContext, BenchRow } from './types.js';
 
-const HERE = path.dirname(fileURLToPath(import.meta.url));
-const VULCAN_BIN = path.resolve(HERE, '..', '..', 'bin', 'vulcan');
 /** Most workloads the benchmark's own server runs at once, so the ramp meets the backend's limit, not the queue's. */
 const BENCH_MAX_CONCURRENT = 64;
 
@@ -96,32 +94,7 @@ async function startServer(dataDir: string): Promise<{ url: string; child: Child
   // A fresh data dir (its own database), sharing the built images through a symlink.
   const images = imagesDataDir();
   if (images) fs.symlinkSync(path.join(images, 'images'), path.join(dataDir, 'images'));
-  const child = spawn(process.execPath, [VULCAN_BIN, 'serve', '--port', '0', '--data-dir', dataDir], {
-    env: { ...process.env, VULCAN_LOG_LEVEL: 'info', VULCAN_MAX_CONCURRENT: String(BENCH_MAX_CONCURRENT) },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stderr = '';
-  child.stderr?.on('data', (c: Buffer) => (stderr = (stderr + c.toString()).slice(-4000)));
-  const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`vulcan serve did not start in 120 s: ${stderr}`)), 120_000);
-    const rl = readline.createInterface({ input: child.stdout as NodeJS.ReadableStream });
-    rl.on('line', (line) => {
-      try {
-        const m = JSON.parse(line) as { msg?: string; url?: string };
-        if (m.msg === 'vulcan is serving' && m.url) {
-          clearTimeout(timer);
-          resolve(m.url);
-        }
-      } catch {
-        // not a log line
-      }
-    });
-    child.once('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`vulcan serve exited ${String(code)}: ${stderr}`));
-    });
-  });
-  child.stdout?.resume();
+  const { url, child } = await spawnVulcanServe({ dataDir, env: { VULCAN_MAX_CONCURRENT: String(BENCH_MAX_CONCURRENT) }, timeoutMs: 120_000 });
   return { url, child };
 }
 

@@ -3,14 +3,14 @@
  * process (for restarts and the CLI). Both listen on a random loopback port with state in
  * a temp dir, and are torn down by `close()`.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import readline from 'node:readline';
 import type { LocalImageStore } from '../../src/images/index.js';
 import type { BackendName } from '../../src/core/types.js';
 import { VulcanClient } from '../../src/sdk/index.js';
 import { startServer } from '../../src/server/serve.js';
+import { spawnVulcanServe } from '../../src/server/spawn-serve.js';
 import { tempDir, testConfig } from './context.js';
 
 export interface TestServer {
@@ -49,38 +49,6 @@ export interface ChildServer {
 
 /** `vulcan serve` in a child process; resolves once it listens. */
 export async function spawnServer(dataDir: string): Promise<ChildServer> {
-  const child = spawn(process.execPath, [VULCAN_BIN, 'serve', '--port', '0', '--data-dir', dataDir], {
-    env: { ...process.env, VULCAN_LOG_LEVEL: 'info' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  let stderr = '';
-  child.stderr?.on('data', (c: Buffer) => (stderr += c.toString()));
-  const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`vulcan serve did not start in 30 s: ${stderr}`)), 30_000);
-    if (!child.stdout) throw new Error('no stdout pipe');
-    const rl = readline.createInterface({ input: child.stdout });
-    rl.on('line', (line) => {
-      try {
-        const msg = JSON.parse(line) as { msg?: string; url?: string };
-        if (msg.msg === 'vulcan is serving' && msg.url) {
-          clearTimeout(timer);
-          resolve(msg.url);
-        }
-      } catch {
-        // not a log line
-      }
-    });
-    child.once('exit', (code) => reject(new Error(`vulcan serve exited (${code}): ${stderr}`)));
-  });
-  child.stdout?.resume();
-  return {
-    url,
-    child,
-    client: new VulcanClient({ url }),
-    stop: async (signal = 'SIGTERM') => {
-      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
-      await exited;
-    },
-  };
+  const served = await spawnVulcanServe({ dataDir, timeoutMs: 30_000 });
+  return { ...served, client: new VulcanClient({ url: served.url }) };
 }

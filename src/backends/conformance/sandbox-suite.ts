@@ -10,13 +10,11 @@
  * declares it in `skip` with the reason (or through its capability flags); a skip is
  * reported as such and never counts as a pass.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawnVulcanServe } from '../../server/spawn-serve.js';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import readline from 'node:readline';
 import { after, before, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import type { BackendName } from '../../core/types.js';
 import { Sandbox, VulcanClient } from '../../sdk/index.js';
 
@@ -49,45 +47,13 @@ export interface SandboxConformanceOptions {
   readonly progress?: (msg: string) => void;
 }
 
-const HERE = path.dirname(fileURLToPath(import.meta.url));
-const VULCAN_BIN = path.resolve(HERE, '..', '..', '..', '..', 'bin', 'vulcan');
 
 /** `vulcan serve` in a child process on a random port; resolves once it listens. */
 export async function startVulcanServe(dataDir: string): Promise<SuiteServer> {
-  const child: ChildProcess = spawn(process.execPath, [VULCAN_BIN, 'serve', '--port', '0', '--data-dir', dataDir], {
-    env: { ...process.env, VULCAN_LOG_LEVEL: 'info' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  let stderr = '';
-  child.stderr?.on('data', (c: Buffer) => (stderr += c.toString()));
-  const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`vulcan serve did not start in 60 s: ${stderr}`)), 60_000);
-    if (!child.stdout) return reject(new Error('no stdout'));
-    const rl = readline.createInterface({ input: child.stdout });
-    rl.on('line', (line) => {
-      try {
-        const msg = JSON.parse(line) as { msg?: string; url?: string };
-        if (msg.msg === 'vulcan is serving' && msg.url) {
-          clearTimeout(timer);
-          resolve(msg.url);
-        }
-      } catch {
-        // not a log line
-      }
-    });
-    child.once('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`vulcan serve exited (${String(code)}): ${stderr}`));
-    });
-  });
-  child.stdout?.resume();
+  const { url, stop } = await spawnVulcanServe({ dataDir });
   return {
     url,
-    stop: async () => {
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
-      await exited;
-    },
+    stop: () => stop(),
   };
 }
 
