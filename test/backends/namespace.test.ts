@@ -3,6 +3,7 @@
  * suite, plus what is particular to it.
  */
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
@@ -11,6 +12,8 @@ import { createBackend } from '../../src/backends/namespace/index.js';
 import { createHarness } from '../../src/backends/conformance/harness.js';
 import { createImageStore } from '../../src/images/index.js';
 import { dataDirTag } from '../../src/core/config.js';
+import { cgexecPathFor } from '../../src/host/bwrap.js';
+import { createCgroup } from '../../src/host/cgroups.js';
 import { describeWorkloadConformance } from '../../src/backends/conformance/workload-suite.js';
 import { cgroupsLeft, eventually, processesWith, tempDir, testConfig, testContext } from '../helpers/context.js';
 
@@ -85,5 +88,32 @@ describe('namespace: particulars', () => {
     assert.equal(av.available, false);
     assert.match(av.available ? '' : av.reason, /vulcan-cgexec is missing/);
     fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('kills the whole sandbox when the server dies at any moment of its start, setup included (vulcan-cgexec)', async () => {
+    // bwrap --die-with-parent alone leaves a window during setup in which a dying parent
+    // orphans the sandbox; the vulcan-cgexec shim closes it by killing the cgroup.
+    const cgexec = cgexecPathFor(testConfig().installDir);
+    const left: string[] = [];
+    for (const delay of ['0', '0.001', '0.002', '0.003', '0.005', '0.008', '0.012', '0.02', '0.05', '0.2']) {
+      const cg = await createCgroup(`ns-cgexec-race-${process.pid}`, { memBytes: 64 << 20, pidsMax: 16, cpus: 1 });
+      try {
+        const sandbox = [cgexec, '-u', '65534', '-g', '65534', ...cg.procsFiles.flatMap((f) => ['-j', f]), '--',
+          '/usr/bin/bwrap', '--unshare-all', '--unshare-user', '--die-with-parent', '--new-session', '--uid', '1000', '--gid', '1000',
+          '--ro-bind', '/usr', '/usr', '--symlink', 'usr/bin', '/bin', '--symlink', 'usr/lib', '/lib', '--symlink', 'usr/lib64', '/lib64',
+          '--proc', '/proc', '--dev', '/dev', '--', '/bin/sleep', '4321'];
+        // A stand-in for the server: starts the sandbox, then is SIGKILLed after `delay` s.
+        try {
+          execFileSync('/bin/sh', ['-c', '"$@" & sleep "$DELAY"; kill -9 $$', 'server', ...sandbox], { env: { DELAY: delay }, stdio: 'ignore' });
+        } catch {
+          // killed, as intended
+        }
+        const procs = await eventually(() => cg.procsFiles.flatMap((f) => fs.readFileSync(f, 'utf8').split('\n').filter(Boolean)), 3000);
+        if (procs.length > 0) left.push(`after ${delay} s: pids ${procs.join(' ')}`);
+      } finally {
+        await cg.destroy();
+      }
+    }
+    assert.deepEqual(left, []);
   });
 });
