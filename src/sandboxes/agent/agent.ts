@@ -14,7 +14,11 @@
  * per connection. The wire format is described in src/sandboxes/protocol.ts; the frame
  * type numbers below must match it.
  *
- * Usage inside the sandbox: `node /.vulcan-agent/agent.mjs`  (env VULCAN_AGENT_FD, default 3)
+ * Usage inside the sandbox: `node /.vulcan-agent/agent.mjs`. It listens on the inherited
+ * socket on fd VULCAN_AGENT_FD (default 3) or, when VULCAN_AGENT_SOCKET names a path, on a
+ * new unix socket at that path (for backends that cannot pass a descriptor in: runsc, the
+ * Engine API). A host that connects to such a path must not follow a symlink the sandbox
+ * put there.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
@@ -511,13 +515,20 @@ async function handle(sock: net.Socket): Promise<void> {
 
 function main(): void {
   process.umask(0o022);
+  const socketPath = process.env.VULCAN_AGENT_SOCKET;
   const fd = Number(process.env.VULCAN_AGENT_FD ?? 3);
   const server = net.createServer({ allowHalfOpen: true }, (sock) => void handle(sock));
   server.on('error', (err) => {
     process.stderr.write(`vulcan-agent: ${err.message}\n`);
     process.exit(1);
   });
-  server.listen({ fd }, () => process.stderr.write(`vulcan-agent: ready (pid ${process.pid})\n`));
+  const ready = () => process.stderr.write(`vulcan-agent: ready (pid ${process.pid})\n`);
+  if (socketPath) {
+    fs.rmSync(socketPath, { force: true });
+    server.listen({ path: socketPath }, ready);
+  } else {
+    server.listen({ fd }, ready);
+  }
   // The agent must outlive any one request's failure.
   process.on('uncaughtException', (err) => process.stderr.write(`vulcan-agent: ${err.stack ?? err.message}\n`));
   process.on('SIGPIPE', () => undefined);
