@@ -6,6 +6,9 @@ mkdir -p build
 for src in native/*.c; do
   out="build/$(basename "${src%.c}")"
   if [[ ! -x "$out" || "$src" -nt "$out" ]]; then
-    cc -O2 -Wall -Wextra -Werror -o "$out" "$src"
+    flags=()
+    # The PTY helper runs inside images that may have no libc (the sandbox agent bundle).
+    [[ "$(basename "$src")" == vulcan-pty.c ]] && flags=(-static)
+    cc -O2 -Wall -Wextra -Werror "${flags[@]}" -o "$out" "$src"
   fi
 done
