@@ -37,6 +37,11 @@ export interface SuiteServer {
 
 export interface SandboxConformanceOptions {
   readonly backend: BackendName;
+  /**
+   * The image the sandboxes run on (default: the backend's). The preview and egress checks
+   * need /bin/sh and /usr/bin/python3 in it: `python` does.
+   */
+  readonly image?: string;
   /** Checks this backend does not pass, each with the reason. */
   readonly skip?: Partial<Record<SandboxCheck, string>>;
   /** Starts a server on `dataDir`. Default: `bin/vulcan serve --port 0` as a child process. */
@@ -109,7 +114,7 @@ export async function runSandboxConformance(options: SandboxConformanceOptions):
   };
   const create = async (extra: Parameters<typeof Sandbox.create>[0] = {}) => {
     if (!server) throw new Error('no server');
-    const s = await Sandbox.create({ url: server.url, isolation: opts.backend, ttlS: 600, ...extra });
+    const s = await Sandbox.create({ url: server.url, isolation: opts.backend, ttlS: 600, ...(opts.image ? { image: opts.image } : {}), ...extra });
     made.push(s);
     return s;
   };
