@@ -26,14 +26,11 @@ import { SANDBOX_UID } from '../gvisor/bundle.js';
 import { createSlot, fillSlot, isCodeRuntime, preparePayload, readRunnerReport, runnersDir, unmountIfMounted, watchReady, type Payload, type Slot } from '../gvisor/payload.js';
 import { DockerClient, DockerError, dockerSocketPath, type AttachedStreams, type ContainerCreateBody } from './docker-client.js';
 import { cleanupLeakedRuntime } from './leaks.js';
+import { LABEL_MANAGED, LABEL_NODE, LABEL_POOL, LABEL_SANDBOX, LABEL_WORKLOAD } from './labels.js';
+import { ContainerSandboxDriver } from './sandbox-driver.js';
 
 const RUNTIMES = ['python', 'node', 'sh', 'oci'] as const satisfies readonly Runtime[];
-/** Label keys on every container Vulcan makes. */
-export const LABEL_MANAGED = 'dev.vulcan.managed';
-export const LABEL_WORKLOAD = 'dev.vulcan.workload';
-export const LABEL_POOL = 'dev.vulcan.pool';
-/** The data dir tag of the node that made a container: start-up clean-up removes only its own. */
-export const LABEL_NODE = 'dev.vulcan.node';
+export { LABEL_MANAGED, LABEL_NODE, LABEL_POOL, LABEL_SANDBOX, LABEL_WORKLOAD } from './labels.js';
 /** OCI runtimes the probe tries besides the default, when the daemon lists them. */
 const OPTIONAL_RUNTIMES = ['runsc', 'kata', 'kata-runtime', 'io.containerd.kata.v2'];
 const PROBE_TIMEOUT_MS = 30_000;
@@ -59,8 +56,10 @@ export function daemonImageRef(image: ImageRef): { repo: string; tag: string; re
 export class ContainerBackend implements Backend {
   readonly name = 'container';
   readonly runtimes: readonly Runtime[] = RUNTIMES;
-  readonly capabilities: BackendCapabilities = { sandboxes: false, pause: false, images: true, warmStart: false, network: false };
+  readonly capabilities: BackendCapabilities = { sandboxes: true, pause: true, images: true, warmStart: false, network: false };
   readonly ociRuntime: string;
+  /** Long-lived sandboxes as containers running the sandbox agent (sandbox-driver.ts). */
+  readonly sandboxDriver: ContainerSandboxDriver;
 
   private client: DockerClient | null = null;
   private readonly baseDir: string;
@@ -80,13 +79,15 @@ export class ContainerBackend implements Backend {
     const envPool = Number(process.env.VULCAN_CONTAINER_POOL ?? 1);
     this.poolSize = Math.max(0, Math.min(16, Math.floor(opts.poolSize ?? (Number.isFinite(envPool) ? envPool : 1))));
     this.baseDir = path.join(ctx.config.dataDir, 'container');
+    this.sandboxDriver = new ContainerSandboxDriver(ctx, this);
   }
 
   get isolation(): string {
     return `OCI container (${this.ociRuntime}) through the Docker Engine API: no network, no capabilities, read-only root, cgroups`;
   }
 
-  private getClient(): DockerClient {
+  /** The Engine API client (made on first use; shared with the sandbox driver). */
+  getClient(): DockerClient {
     this.client ??= new DockerClient(dockerSocketPath());
     return this.client;
   }
@@ -162,7 +163,8 @@ export class ContainerBackend implements Backend {
 
   async reconcile(): Promise<void> {
     const client = this.getClient();
-    const stale = await client.listContainers([`${LABEL_MANAGED}=true`, `${LABEL_NODE}=${dataDirTag(this.ctx.config.dataDir)}`]).catch(() => []);
+    // Sandbox containers outlive the server on purpose: the sandbox driver re-attaches or reaps them.
+    const stale = (await client.listContainers([`${LABEL_MANAGED}=true`, `${LABEL_NODE}=${dataDirTag(this.ctx.config.dataDir)}`]).catch(() => [])).filter((c) => c.Labels[LABEL_SANDBOX] === undefined);
     for (const c of stale) {
       await client.removeContainer(c.Id).catch((err: unknown) => this.ctx.log.warn({ err, id: c.Id }, 'cannot remove a stale container'));
       await cleanupLeakedRuntime(c.Id);
@@ -195,6 +197,8 @@ export class ContainerBackend implements Backend {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    // Ends the sandbox driver's waits on the daemon (the sandboxes live on), or closing the client would wait for them.
+    this.sandboxDriver.close();
     // Wait for pool fills in flight, then remove every idle container.
     for (let i = 0; i < 100 && this.filling.size > 0; i++) await new Promise((r) => setTimeout(r, 50));
     const idle = [...this.pool.values()].flat();
@@ -204,7 +208,7 @@ export class ContainerBackend implements Backend {
   }
 
   /** Makes sure the daemon has `image` (a `docker import` of its tree), once per digest. */
-  private ensureImage(image: ImageRef): Promise<void> {
+  ensureImage(image: ImageRef): Promise<void> {
     const { repo, tag, ref } = daemonImageRef(image);
     let p = this.loaded.get(ref);
     if (!p) {
@@ -250,7 +254,7 @@ export class ContainerBackend implements Backend {
     try {
       containerId = await client.createContainer(
         `vulcan-${spec.id}`,
-        this.createBody({ image, argv: payload.argv, env: payload.env, cwd: payload.cwd, inDir: payload.inDir, outDir: payload.outDir, limits: spec.limits, runtime, stdin: payload.stdin !== undefined, labels: { [LABEL_WORKLOAD]: spec.id } }),
+        this.createBody({ image, argv: payload.argv, env: payload.env, cwd: payload.cwd, binds: workloadBinds(payload.inDir, payload.outDir), limits: spec.limits, runtime, stdin: payload.stdin !== undefined, labels: { [LABEL_WORKLOAD]: spec.id } }),
       );
       const id = containerId;
       const streams = await client.attach(
@@ -347,7 +351,7 @@ export class ContainerBackend implements Backend {
       const env = [...(image.config.env ?? ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'])];
       id = await client.createContainer(
         `vulcan-pool-${path.basename(slot.workDir).slice(7)}`,
-        this.createBody({ image, argv: ['/bin/sh', '-c', 'read -r _ && exec /bin/sh /vulcan/start.sh'], env, cwd: '/work', inDir: slot.inDir, outDir: slot.outDir, limits: { ...this.ctx.config.defaults, diskMB }, runtime, stdin: true, labels: { [LABEL_POOL]: 'true' } }),
+        this.createBody({ image, argv: ['/bin/sh', '-c', 'read -r _ && exec /bin/sh /vulcan/start.sh'], env, cwd: '/work', binds: workloadBinds(slot.inDir, slot.outDir), limits: { ...this.ctx.config.defaults, diskMB }, runtime, stdin: true, labels: { [LABEL_POOL]: 'true' } }),
       );
       const w: WarmContainer = { id, slot, runtime, exited: false, io: undefined, streams: undefined as unknown as AttachedStreams, waiting: Promise.resolve({ StatusCode: 0 }) };
       w.streams = await client.attach(
@@ -378,7 +382,12 @@ export class ContainerBackend implements Backend {
     await w.slot.dispose();
   }
 
-  private createBody(o: { image: ImageRef; argv: readonly string[]; env: readonly string[]; cwd: string; inDir: string; outDir: string; limits: Limits; runtime: string; stdin: boolean; labels: Record<string, string> }): ContainerCreateBody {
+  /**
+   * The one container shape (workloads, the pool, sandboxes): no network, no capabilities,
+   * no-new-privileges, uid 1000, read-only root, tmpfs /tmp and /work of `diskMB`. `binds`
+   * are always the server's own directories, never anything from a request.
+   */
+  createBody(o: { image: ImageRef; argv: readonly string[]; env: readonly string[]; cwd: string; binds: readonly string[]; limits: Pick<Limits, 'memMB' | 'diskMB' | 'cpus' | 'pidsMax'>; runtime: string; stdin: boolean; labels: Record<string, string>; init?: boolean; log?: boolean }): ContainerCreateBody {
     const memBytes = o.limits.memMB * 1024 * 1024;
     const tmpfsOpts = `rw,nosuid,nodev,size=${o.limits.diskMB}m,mode=1777`;
     return {
@@ -402,18 +411,17 @@ export class ContainerBackend implements Backend {
         SecurityOpt: ['no-new-privileges'],
         ReadonlyRootfs: true,
         Tmpfs: { '/tmp': tmpfsOpts, '/work': tmpfsOpts },
-        // The only binds: the server's own workload dirs. Never anything from the request.
-        Binds: [`${o.inDir}:/vulcan:ro`, `${o.outDir}:/vulcan/out:rw`],
+        Binds: o.binds,
         Memory: memBytes,
         MemorySwap: memBytes,
         NanoCpus: Math.round(o.limits.cpus * 1e9),
         PidsLimit: o.limits.pidsMax,
         Runtime: o.runtime,
-        LogConfig: { Type: 'none', Config: {} },
+        LogConfig: o.log ? { Type: 'json-file', Config: { 'max-size': '256k', 'max-file': '1' } } : { Type: 'none', Config: {} },
         Privileged: false,
         IpcMode: 'private',
         PidMode: '',
-        Init: false,
+        Init: o.init ?? false,
       },
     };
   }
@@ -498,6 +506,11 @@ export class ContainerBackend implements Backend {
       },
     };
   }
+}
+
+/** A workload's only binds: the server's own workload dirs, the code read-only at /vulcan and the result tmpfs at /vulcan/out. */
+function workloadBinds(inDir: string, outDir: string): string[] {
+  return [`${inDir}:/vulcan:ro`, `${outDir}:/vulcan/out:rw`];
 }
 
 /** A container started ahead of time, its shell blocked on stdin until a workload arrives. */

@@ -61,11 +61,13 @@ export interface ContainerCreateBody {
     NanoCpus: number;
     PidsLimit: number;
     Runtime: string;
-    LogConfig: { Type: 'none'; Config: Record<string, string> };
+    /** `none` for workloads (output streams over attach); sandboxes keep a capped json-file log of their agent. */
+    LogConfig: { Type: 'none' | 'json-file'; Config: Record<string, string> };
     Privileged: false;
     IpcMode: 'private';
     PidMode: '';
-    Init: false;
+    /** docker-init as PID 1 (reaps orphaned zombies): sandboxes, whose agent is not an init. */
+    Init: boolean;
   };
 }
 
@@ -73,6 +75,7 @@ export interface ContainerState {
   Status: string;
   Running: boolean;
   OOMKilled: boolean;
+  Paused: boolean;
   ExitCode: number;
   Error: string;
   Pid: number;
@@ -193,9 +196,35 @@ export class DockerClient {
     return this.call('POST', `/containers/${id}/start`);
   }
 
-  /** Waits for the next exit; call before start so an instant exit is not missed. */
-  waitContainer(id: string): Promise<{ StatusCode: number; Error?: { Message?: string } | null }> {
-    return this.call('POST', `/containers/${id}/wait?condition=next-exit`, undefined, { timeoutMs: 24 * 3600_000 });
+  /**
+   * Waits for the container to exit: `next-exit` (call before start so an instant exit is
+   * not missed) or `not-running` (returns at once for a stopped container). `signal` ends the wait.
+   */
+  waitContainer(id: string, condition: 'next-exit' | 'not-running' = 'next-exit', signal?: AbortSignal): Promise<{ StatusCode: number; Error?: { Message?: string } | null }> {
+    return this.call('POST', `/containers/${id}/wait?condition=${condition}`, undefined, { timeoutMs: 24 * 3600_000, ...(signal ? { signal } : {}) });
+  }
+
+  /** Freezes every process of a running container (the cgroup freezer). */
+  async pauseContainer(id: string): Promise<void> {
+    await this.call('POST', `/containers/${id}/pause`);
+  }
+
+  async unpauseContainer(id: string): Promise<void> {
+    await this.call('POST', `/containers/${id}/unpause`);
+  }
+
+  /** The last `tail` lines of a container's stdout and stderr (json-file or local log drivers), demultiplexed. */
+  async logs(id: string, tail: number): Promise<string> {
+    const res = await request(this.url(`/containers/${id}/logs?stdout=1&stderr=1&tail=${tail}`), { method: 'GET', dispatcher: this.agent, headersTimeout: 10_000, bodyTimeout: 10_000 });
+    const body = Buffer.from(await res.body.arrayBuffer());
+    if (res.statusCode >= 300) throw new DockerError(res.statusCode, body.toString('utf8').trim(), `/containers/${id}/logs`);
+    const parts: Buffer[] = [];
+    for (let i = 0; i + 8 <= body.length; ) {
+      const size = body.readUInt32BE(i + 4);
+      parts.push(body.subarray(i + 8, i + 8 + size));
+      i += 8 + size;
+    }
+    return Buffer.concat(parts).toString('utf8');
   }
 
   /** Changes a container's limits (running or not). */
@@ -203,7 +232,7 @@ export class DockerClient {
     return this.call('POST', `/containers/${id}/update`, limits);
   }
 
-  async inspectContainer(id: string): Promise<{ Id: string; State: ContainerState }> {
+  async inspectContainer(id: string): Promise<{ Id: string; State: ContainerState; Config?: { Labels?: Record<string, string> | null } }> {
     return this.call('GET', `/containers/${id}/json`);
   }
 
