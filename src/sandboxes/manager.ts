@@ -262,6 +262,8 @@ export class SandboxManager {
       const message = (err as Error).message;
       this.opts.store.end(id, 'lost', `failed to start: ${message}`, Date.now());
       this.opts.log.error({ err, sandbox: id }, 'sandbox failed to start');
+      // A driver that found the request at fault (e.g. unknown_image) says so with its own code.
+      if (err instanceof VulcanError) throw err;
       throw new VulcanError('backend_unavailable', `the sandbox could not start: ${message}`, { details: { id }, cause: err });
     }
     const started = Date.now();

@@ -36,6 +36,7 @@ import type { Duplex } from 'node:stream';
 import { promisify } from 'node:util';
 import { dataDirTag } from '../../core/config.js';
 import type { BackendContext } from '../../core/context.js';
+import { VulcanError } from '../../core/errors.js';
 import type { ImageRef } from '../../core/images.js';
 import type { AttachResult, SandboxCapabilities, SandboxDriver, SandboxHandle, SandboxLimits, SandboxSpec } from '../../core/sandbox.js';
 import { AGENT_MOUNT, agentArgv, ensureAgentBundle } from '../../sandboxes/agent-bundle.js';
@@ -255,7 +256,7 @@ export class ContainerSandboxDriver implements SandboxDriver {
   async create(spec: SandboxSpec, signal: AbortSignal): Promise<SandboxHandle> {
     if (!/^[A-Za-z0-9_-]{1,80}$/.test(spec.id)) throw new Error(`bad sandbox id ${spec.id}`);
     const image = await this.ctx.images.resolve(spec.image);
-    if (!image) throw new Error(`no image named ${JSON.stringify(spec.image)} in the image store (image); see \`vulcan image ls\``);
+    if (!image) throw new VulcanError('unknown_image', `no image named ${JSON.stringify(spec.image)} in this node's image store; set image to one of \`vulcan image ls\` (the default is minimal)`, { details: { field: 'image', image: spec.image } });
     const bundle = ensureAgentBundle(this.ctx.config.dataDir, this.ctx.config.installDir);
     await this.host.ensureImage(image);
     signal.throwIfAborted();
