@@ -28,7 +28,7 @@ BUSYBOX="$(command -v busybox || true)"
 # vsock is left out until the host side speaks it (virtio-serial works everywhere).
 WANT=(virtio_mmio virtio_console virtio_blk erofs overlay)
 
-INPUT_HASH="$( { echo "$KVER"; cat "$HERE/agent/agent.c" "$HERE/agent/protocol.h" "$HERE/build.sh"; sha256sum "/boot/vmlinuz-$KVER" "$BUSYBOX"; } | sha256sum | cut -c1-16)"
+INPUT_HASH="$( { echo "$KVER"; cat "$HERE/agent/agent.c" "$HERE/agent/sandbox.c" "$HERE/agent/protocol.h" "$HERE/build.sh"; sha256sum "/boot/vmlinuz-$KVER" "$BUSYBOX"; } | sha256sum | cut -c1-16)"
 if [[ -f "$OUT/manifest.json" ]] && grep -q "\"buildId\": \"$INPUT_HASH\"" "$OUT/manifest.json"; then
   echo "microvm guest artifacts up to date in $OUT ($INPUT_HASH)"
   exit 0

@@ -258,16 +258,16 @@ static void make_dev(const char *name, unsigned maj, unsigned min) {
 }
 
 /* Mounts the image disk read-only under a tmpfs overlay at ROOT and prepares /proc, /dev, /tmp, /work. */
-static void prepare_root(unsigned disk_mb) {
+static void prepare_root(unsigned disk_mb, const char *dev) {
   mkdir("/rom", 0755);
   mkdir(RW, 0755);
   mkdir(ROOT, 0755);
-  if (wait_path("/dev/vda", 5000) != 0) fault(0, "no root disk /dev/vda");
+  if (wait_path(dev, 5000) != 0) fault(0, "no root disk %s", dev);
   static const char *fstypes[] = {"erofs", "squashfs", "ext4"};
   int mounted = 0;
   for (size_t i = 0; i < sizeof fstypes / sizeof *fstypes && !mounted; i++)
-    mounted = mount("/dev/vda", "/rom", fstypes[i], MS_RDONLY | MS_NODEV, NULL) == 0;
-  if (!mounted) fault(0, "cannot mount /dev/vda: %s", strerror(errno));
+    mounted = mount(dev, "/rom", fstypes[i], MS_RDONLY | MS_NODEV, NULL) == 0;
+  if (!mounted) fault(0, "cannot mount %s: %s", dev, strerror(errno));
   char opts[128];
   snprintf(opts, sizeof opts, "size=%um,mode=0755", disk_mb);
   if (mount("tmpfs", RW, "tmpfs", MS_NODEV | MS_NOSUID, opts) != 0) fault(0, "mount %s: %s", RW, strerror(errno));
@@ -585,6 +585,8 @@ static void run_one(struct run *r) {
   send_frame(T_EXIT, r->id, exit_payload, sizeof exit_payload);
 }
 
+#include "sandbox.c"
+
 int main(void) {
   if (getpid() != 1) {
     console("vulcan-agent: must run as init\n");
@@ -624,7 +626,9 @@ int main(void) {
   /* The workload's cgroup is the one memory authority: a big malloc is not refused by the
    * guest's overcommit heuristic, it is OOM-killed by memory.max (reported as memory_limit). */
   write_file("/proc/sys/vm/overcommit_memory", "1");
-  prepare_root(disk_mb ? disk_mb : 64);
+  const char *mode = getenv("vulcan_mode");
+  if (mode && strcmp(mode, "sandbox") == 0) sandbox_main(disk_mb ? disk_mb : 64); /* never returns */
+  prepare_root(disk_mb ? disk_mb : 64, "/dev/vda");
 
   struct utsname u;
   uname(&u);

@@ -34,6 +34,30 @@
 /* host -> guest */
 #define T_RUN 16
 
+/*
+ * Sandbox mode (kernel argument vulcan_mode=sandbox): the agent starts the Node sandbox
+ * agent and multiplexes byte-stream channels to its unix socket over the port. The run-id
+ * field carries the channel id (0 for MUX_HELLO/MUX_READY/AGENT_EXIT). Each side may have
+ * at most MUX_WINDOW unacknowledged bytes in flight per channel; the receiver grants more
+ * with WINDOW as it delivers. Every frame is at most MUX_MAX_FRAME bytes (one port write).
+ */
+#define T_MUX_READY 8   /* guest -> host: payload = the host's 8-byte nonce */
+#define T_G_OPENED 9    /* the channel is connected to the agent */
+#define T_G_DATA 10     /* bytes from the agent */
+#define T_G_EOF 11      /* the agent half-closed */
+#define T_G_CLOSE 12    /* the channel is gone; payload: why (empty after a clean end) */
+#define T_G_WINDOW 13   /* u32: the host may send this many more bytes */
+#define T_G_AGENT_EXIT 14 /* u32 wait status of the Node agent */
+#define T_MUX_HELLO 17  /* host -> guest: 8-byte nonce; every channel is dropped */
+#define T_OPEN 18
+#define T_DATA 19
+#define T_EOF 20
+#define T_CLOSE 21
+#define T_WINDOW 22
+#define MUX_WINDOW (256 * 1024)
+#define MUX_MAX_FRAME (32 * 1024)
+#define MUX_MAX_CHANNELS 256
+
 /* RUN fields */
 #define F_ARG 1    /* one argv entry (repeated) */
 #define F_ENV 2    /* one NAME=value (repeated) */

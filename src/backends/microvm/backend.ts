@@ -31,6 +31,7 @@ import { ensureGuestArtifacts, RootfsCache, type GuestArtifacts } from './artifa
 import { ProtocolError } from './protocol.js';
 import { bareBoot, baseKernelArgs, QEMU_BINARY, QemuVmm } from './qemu.js';
 import { reconcileVms } from './reconcile.js';
+import { MicrovmSandboxDriver } from './sandbox-driver.js';
 import { AgentFault, AgentSession, AgentTimeout, SessionAborted } from './session.js';
 import type { Accel, VmHandle, Vmm } from './vmm.js';
 import { buildRunRequest, loadRunners, toOutcome, type Runners } from './workload.js';
@@ -105,7 +106,9 @@ export class MicrovmBackend implements Backend {
   readonly name = 'microvm' as const;
   readonly isolation = 'a separate Linux kernel per workload in a QEMU microvm (KVM, or TCG emulation)';
   readonly runtimes = RUNTIMES;
-  readonly capabilities: BackendCapabilities = { sandboxes: false, pause: false, images: true, warmStart: true, network: false };
+  readonly capabilities: BackendCapabilities = { sandboxes: true, pause: true, images: true, warmStart: true, network: false };
+  /** Long-lived sandboxes, one microVM each (sandbox-driver.ts). */
+  readonly sandboxDriver: MicrovmSandboxDriver;
 
   readonly #ctx: BackendContext;
   readonly #opts: MicrovmOptions;
@@ -128,6 +131,21 @@ export class MicrovmBackend implements Backend {
     // Names this server's shared-memory files apart from another data dir's.
     this.#tag = crypto.createHash('sha256').update(this.#root).digest('hex').slice(0, 10);
     this.#rootfs = new RootfsCache(path.join(this.#root, 'rootfs'));
+    this.sandboxDriver = new MicrovmSandboxDriver(ctx, {
+      prepare: async () => {
+        const r = await this.#prepare();
+        return { artifacts: r.artifacts, accel: r.vmm.accel };
+      },
+      rootDisk: (image) => this.#sandboxDisk(image),
+    });
+  }
+
+  /** The erofs root disk of a sandbox's image; `minimal` falls back to the built-in busybox disk. */
+  async #sandboxDisk(imageName: string): Promise<string> {
+    const image = await this.#ctx.images.resolve(imageName);
+    if (image) return this.#rootfs.disk(image);
+    if (imageName === 'minimal') return (await this.#prepare()).artifacts.minimalRootfsPath;
+    throw new Error(`the image store has no ${imageName} image; build or import it (vulcan image build), or run the setup command`);
   }
 
   /** The options in force. */

@@ -75,7 +75,11 @@ export class FrameDecoder {
   #chunks: Buffer[] = [];
   #buffered = 0;
 
-  constructor(private readonly maxFrameBytes = GUEST_MAX_FRAME_BYTES) {}
+  /** `allowedTypes`: the frame types the guest may send on this channel (default: the workload protocol's). */
+  constructor(
+    private readonly maxFrameBytes = GUEST_MAX_FRAME_BYTES,
+    private readonly allowedTypes: ReadonlySet<number> = GUEST_TYPES,
+  ) {}
 
   /** Feeds bytes; returns every frame now complete, in order. */
   push(chunk: Buffer): Frame[] {
@@ -90,7 +94,7 @@ export class FrameDecoder {
       if (length < 5 || length + 4 > this.maxFrameBytes) {
         throw new ProtocolError(`guest frame length ${length} is outside 5..${this.maxFrameBytes - 4}`);
       }
-      if (!GUEST_TYPES.has(type)) throw new ProtocolError(`guest sent unknown frame type ${type}`);
+      if (!this.allowedTypes.has(type)) throw new ProtocolError(`guest sent unknown frame type ${type}`);
       if (this.#buffered < length + 4) break;
       const whole = this.#take(length + 4);
       frames.push({ type, runId: whole.readUInt32BE(5), payload: whole.subarray(FRAME_HEADER_BYTES) });

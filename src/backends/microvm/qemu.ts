@@ -84,8 +84,21 @@ function accept(conn: Promise<net.Socket>, ms: number, exited: Promise<VmExit>, 
   });
 }
 
+/**
+ * Where a VM's channels go. By default the host listens and QEMU connects; with `listen`,
+ * QEMU listens on each path (a VM that outlives the server, which reconnects after a
+ * restart) and the serial console goes to `console` instead of QEMU's stdout.
+ */
+export interface QemuSockets {
+  readonly agent?: string;
+  readonly qmp?: string;
+  readonly console?: string;
+  readonly listen?: boolean;
+}
+
 /** The argv of one VM. Exported for the bench's bare-boot floor and for tests. */
-export function qemuArgs(cfg: VmConfig, accel: Accel, kernelArgs: readonly string[], sockets: { agent?: string; qmp?: string }): string[] {
+export function qemuArgs(cfg: VmConfig, accel: Accel, kernelArgs: readonly string[], sockets: QemuSockets): string[] {
+  const server = sockets.listen ? ',server=on,wait=off' : '';
   const args = [
     '-name', `vulcan-${cfg.id}`,
     '-M', `microvm,x-option-roms=off,isa-serial=on,rtc=on,pit=off,pic=off${cfg.memoryFile ? ',memory-backend=mem' : ''}`,
@@ -94,7 +107,7 @@ export function qemuArgs(cfg: VmConfig, accel: Accel, kernelArgs: readonly strin
     '-m', `${cfg.memMB}M`,
     '-smp', String(cfg.vcpus),
     '-nodefaults', '-no-user-config', '-nographic', '-no-reboot',
-    '-serial', 'stdio',
+    ...(sockets.listen && sockets.console ? ['-chardev', `socket,id=con,path=${sockets.console}${server}`, '-serial', 'chardev:con'] : ['-serial', 'stdio']),
     '-kernel', cfg.kernelPath,
     '-initrd', cfg.initramfsPath,
     '-append', [...kernelArgs, ...cfg.kernelArgs].join(' '),
@@ -109,13 +122,17 @@ export function qemuArgs(cfg: VmConfig, accel: Accel, kernelArgs: readonly strin
     args.push('-drive', `id=root,file=${cfg.rootDiskPath},format=raw,if=none,readonly=on,cache=unsafe,file.locking=off`);
     args.push('-device', 'virtio-blk-device,drive=root');
   }
+  for (const [i, d] of (cfg.extraDisks ?? []).entries()) {
+    args.push('-drive', `id=d${i},file=${d.path},format=raw,if=none,readonly=on,cache=unsafe,file.locking=off`);
+    args.push('-device', `virtio-blk-device,drive=d${i},serial=${d.serial}`);
+  }
   if (sockets.agent) {
     args.push('-device', 'virtio-serial-device,max_ports=2');
-    args.push('-chardev', `socket,id=agent,path=${sockets.agent}`);
+    args.push('-chardev', `socket,id=agent,path=${sockets.agent}${server}`);
     args.push('-device', 'virtserialport,chardev=agent,name=vulcan.agent');
   }
   if (sockets.qmp) {
-    args.push('-chardev', `socket,id=qmp,path=${sockets.qmp}`, '-mon', 'chardev=qmp,mode=control');
+    args.push('-chardev', `socket,id=qmp,path=${sockets.qmp}${server}`, '-mon', 'chardev=qmp,mode=control');
   }
   if (cfg.restoreFrom) {
     // The state is loaded over QMP once x-ignore-shared is set (start()).
@@ -128,7 +145,7 @@ export function qemuArgs(cfg: VmConfig, accel: Accel, kernelArgs: readonly strin
 }
 
 /** A tiny QMP client: one command at a time, events ignored. */
-class Qmp {
+export class Qmp {
   #buf = '';
   #waiters: Array<(msg: Record<string, unknown>) => void> = [];
 

@@ -33,6 +33,8 @@ export interface VmConfig {
   readonly restoreFrom?: string;
   /** Open a control channel, needed for `saveState` (implied by `restoreFrom`). */
   readonly control?: boolean;
+  /** More read-only disks after the root one; the guest tells them apart by `serial`. */
+  readonly extraDisks?: readonly { readonly path: string; readonly serial: string }[];
 }
 
 /** How a VM process ended. */
