@@ -6,6 +6,26 @@ import type { Limits } from '../../core/limits.js';
 /** The uid/gid the code runs as inside (gVisor's kernel, not the host's). */
 export const SANDBOX_UID = 1000;
 
+/** An OCI mount entry. */
+export interface OciMount {
+  readonly destination: string;
+  readonly type: string;
+  readonly source: string;
+  readonly options?: readonly string[];
+}
+
+/** What every gVisor sandbox of Vulcan's shares: a workload's or a long-lived sandbox's. */
+export interface OciOptions {
+  readonly rootfsDir: string;
+  readonly argv: readonly string[];
+  readonly env: readonly string[];
+  readonly cwd: string;
+  readonly limits: Pick<Limits, 'memMB' | 'pidsMax' | 'cpus' | 'diskMB'>;
+  readonly hostname: string;
+  /** Mounts after /proc, /sys, /tmp and /work (bind mounts of host directories). */
+  readonly mounts: readonly OciMount[];
+}
+
 export interface BundleOptions {
   readonly rootfsDir: string;
   readonly argv: readonly string[];
@@ -23,7 +43,7 @@ export interface BundleOptions {
  * no_new_privs, fresh namespaces (network included: runsc runs with --network=none), and
  * the limits also written in the spec so gVisor's kernel reports them to the code.
  */
-export function bundleConfig(o: BundleOptions): object {
+export function ociConfig(o: OciOptions): object {
   const tmpfs = (dest: string) => ({ destination: dest, type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'nodev', `size=${o.limits.diskMB}m`, 'mode=1777'] });
   return {
     ociVersion: '1.0.2',
@@ -44,8 +64,7 @@ export function bundleConfig(o: BundleOptions): object {
       { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['nosuid', 'noexec', 'nodev', 'ro'] },
       tmpfs('/tmp'),
       tmpfs('/work'),
-      { destination: '/vulcan', type: 'bind', source: o.inDir, options: ['rbind', 'ro', 'nosuid', 'nodev'] },
-      { destination: '/vulcan/out', type: 'bind', source: o.outDir, options: ['rbind', 'rw', 'nosuid', 'nodev', 'noexec'] },
+      ...o.mounts,
     ],
     linux: {
       namespaces: [{ type: 'pid' }, { type: 'network' }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }],
@@ -56,4 +75,15 @@ export function bundleConfig(o: BundleOptions): object {
       },
     },
   };
+}
+
+/** config.json of a workload: `ociConfig` with the runner's /vulcan (read-only) and /vulcan/out (the result tmpfs). */
+export function bundleConfig(o: BundleOptions): object {
+  return ociConfig({
+    ...o,
+    mounts: [
+      { destination: '/vulcan', type: 'bind', source: o.inDir, options: ['rbind', 'ro', 'nosuid', 'nodev'] },
+      { destination: '/vulcan/out', type: 'bind', source: o.outDir, options: ['rbind', 'rw', 'nosuid', 'nodev', 'noexec'] },
+    ],
+  });
 }

@@ -18,13 +18,14 @@ import { WorkloadAbort } from '../../core/backend.js';
 import { dataDirTag } from '../../core/config.js';
 import type { BackendContext } from '../../core/context.js';
 import type { WorkloadError } from '../../core/errors.js';
-import type { Limits } from '../../core/limits.js';
 import type { JsonValue, Runtime } from '../../core/types.js';
 import { cgroupSupport, createCgroup, reapStaleCgroups, type Cgroup } from '../../host/cgroups.js';
 import { RUNTIME_IMAGES } from '../../images/builtins.js';
 import { bundleConfig } from './bundle.js';
 import { isCodeRuntime, preparePayload, readRunnerReport, runnersDir, unmountIfMounted, watchReady, type Payload } from './payload.js';
-import { findRunsc, platformCandidates, runscVersion, type RunscPlatform } from './runsc.js';
+import { hostLimits } from './host-limits.js';
+import { GvisorSandboxDriver } from './sandbox-driver.js';
+import { findRunsc, joinCgroupArgv, platformCandidates, runscVersion, type RunscPlatform } from './runsc.js';
 
 const execFileP = promisify(execFile);
 
@@ -32,32 +33,13 @@ const RUNTIMES = ['python', 'node', 'sh', 'oci'] as const satisfies readonly Run
 /** cgroup names of this backend start with this, so reconciliation finds only ours. */
 /** How long the probe's test sandbox may take on one platform. */
 const PROBE_TIMEOUT_MS = 8_000;
-/** Host memory the sentry and gofer need beyond the code's own `mem_mb`. */
-export const GVISOR_MEMORY_OVERHEAD_MB = 64;
-/**
- * Host tasks per guest process. gVisor's guest processes are not host processes, so the host
- * pids limit is this × `pidsMax` + a base for the sentry's and gofer's own threads. Measured
- * here on ptrace: 57 host tasks idle, +9 per sleeping guest process (a stub process and its
- * tracer threads). kvm and systrap need fewer. When the guest passes it, a fork fails in the
- * sentry and the whole sandbox dies: `pids_limit`.
- */
-export const GVISOR_TASKS_PER_PROCESS: Readonly<Record<RunscPlatform, number>> = { ptrace: 10, systrap: 4, kvm: 2 };
-export const GVISOR_BASE_TASKS = 96;
-
-/** The host cgroup limits that hold a sandbox whose code gets `limits`. */
-export function hostLimits(limits: Limits, platform: RunscPlatform): { memBytes: number; pidsMax: number; cpus: number } {
-  return {
-    memBytes: (limits.memMB + GVISOR_MEMORY_OVERHEAD_MB) * 1024 * 1024,
-    pidsMax: GVISOR_BASE_TASKS + GVISOR_TASKS_PER_PROCESS[platform] * limits.pidsMax,
-    cpus: limits.cpus,
-  };
-}
-
 export class GvisorBackend implements Backend {
   readonly name = 'gvisor';
   readonly isolation = "gVisor's user-space kernel (runsc) on a read-only image root, no network, cgroups";
   readonly runtimes: readonly Runtime[] = RUNTIMES;
-  readonly capabilities: BackendCapabilities = { sandboxes: false, pause: false, images: true, warmStart: false, network: false };
+  readonly capabilities: BackendCapabilities = { sandboxes: true, pause: true, images: true, warmStart: false, network: false };
+  /** Long-lived sandboxes on runsc (sandbox-driver.ts), on the runsc and platform the probe chose. */
+  readonly sandboxDriver: GvisorSandboxDriver;
 
   private readonly baseDir: string;
   private readonly stateDir: string;
@@ -72,6 +54,7 @@ export class GvisorBackend implements Backend {
     this.cgroupPrefix = `gv-${dataDirTag(ctx.config.dataDir)}-`;
     this.baseDir = path.join(ctx.config.dataDir, 'gvisor');
     this.stateDir = path.join(this.baseDir, 'state');
+    this.sandboxDriver = new GvisorSandboxDriver(ctx, () => ({ runsc: this.runsc, platform: this.platform }));
   }
 
   async probe(): Promise<Availability> {
@@ -188,8 +171,8 @@ export class GvisorBackend implements Backend {
   private async runSandbox(runsc: string, spec: RunSpec, payload: Payload, cgroup: Cgroup, bundleDir: string, io: RunIO, signal: AbortSignal, t0: number): Promise<RunOutcome> {
     const runscArgs = ['--root', this.stateDir, `--platform=${this.platform}`, '--network=none', '--ignore-cgroups', 'run', '--bundle', bundleDir, spec.id];
     // A tiny shell joins the cgroup first, so runsc and everything it starts are born inside.
-    const join = 'n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 125; shift; n=$((n-1)); done; exec "$@"';
-    const child = spawn('/bin/sh', ['-c', join, 'vulcan-join', String(cgroup.procsFiles.length), ...cgroup.procsFiles, runsc, ...runscArgs], {
+    const [sh, ...shArgs] = joinCgroupArgv(cgroup.procsFiles, [runsc, ...runscArgs]);
+    const child = spawn(sh ?? '/bin/sh', shArgs, {
       stdio: ['pipe', 'pipe', 'pipe'],
       cwd: bundleDir,
       env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' },

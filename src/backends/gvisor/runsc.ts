@@ -62,3 +62,32 @@ export async function runscVersion(runsc: string): Promise<string> {
   const { stdout } = await execFileP(runsc, ['--version'], { timeout: 10_000 });
   return stdout.split('\n')[0]?.trim() ?? 'unknown';
 }
+
+/**
+ * The argv that joins the cgroup whose `cgroup.procs` files are `procsFiles`, then execs
+ * `argv`: runsc and everything it starts (gofer, sentry, the ptrace stubs) are born inside
+ * the group, so its limits and its kill-everything hold the whole sandbox. The script is a
+ * fixed string; the paths and argv travel as arguments, never through a shell's parser.
+ */
+export function joinCgroupArgv(procsFiles: readonly string[], argv: readonly string[]): string[] {
+  const join = 'n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 125; shift; n=$((n-1)); done; exec "$@"';
+  return ['/bin/sh', '-c', join, 'vulcan-join', String(procsFiles.length), ...procsFiles, ...argv];
+}
+
+/** What `runsc state` says about one container, or null when runsc does not know it. */
+export interface RunscState {
+  readonly status: string;
+  /** The sandbox (sentry) process on the host; -1 once stopped. */
+  readonly pid: number;
+}
+
+/** `runsc --root ROOT state ID`, or null when the container is unknown or the answer is not JSON. */
+export async function runscState(runsc: string, root: string, id: string): Promise<RunscState | null> {
+  try {
+    const { stdout } = await execFileP(runsc, ['--root', root, 'state', id], { timeout: 10_000 });
+    const j = JSON.parse(stdout) as { status?: unknown; pid?: unknown };
+    return typeof j.status === 'string' && typeof j.pid === 'number' ? { status: j.status, pid: j.pid } : null;
+  } catch {
+    return null;
+  }
+}
