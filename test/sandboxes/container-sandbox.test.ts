@@ -12,7 +12,9 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { Readable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
+import WebSocket from 'ws';
 import { LABEL_MANAGED, LABEL_NODE, LABEL_SANDBOX } from '../../src/backends/container/container-backend.js';
 import { DockerClient, dockerSocketPath } from '../../src/backends/container/docker-client.js';
 import { connectConfined, SOCKET_MOUNT, SOCKET_NAME } from '../../src/backends/container/sandbox-driver.js';
@@ -236,6 +238,139 @@ describe('container sandboxes through the API', { skip: skipReason ?? false }, (
     } finally {
       await d.close();
     }
+  });
+
+  it('files: a symlink-swap race inside the sandbox never yields a host file', { timeout: 60_000 }, async () => {
+    const secret = `race secret ${crypto.randomBytes(8).toString('hex')}`;
+    const canary = path.join(hostDir, 'race-canary');
+    fs.writeFileSync(canary, secret, { mode: 0o644 });
+    const s = await create();
+    await s.files.write('/work/race-file', 'sandbox-content');
+    await sh(s, `sh -c 'while :; do ln -sfn ${canary} /work/race; ln -sfn / /work/race; ln -sfn /work/race-file /work/race; done' >/dev/null 2>&1 & echo $! > /tmp/race.pid`);
+    const seen = new Set<string>();
+    for (let round = 0; round < 8; round++) {
+      const answers = await Promise.all(
+        ['/work/race', `/work/race${canary}`].flatMap((p) =>
+          Array.from({ length: 4 }, async () => {
+            const r = await fetch(`${url()}/v1/sandboxes/${s.id}/files?path=${encodeURIComponent(p)}`);
+            const text = await r.text();
+            return r.status === 200 ? text : String(r.status);
+          }),
+        ),
+      );
+      for (const a of answers) seen.add(a);
+    }
+    await sh(s, 'kill $(cat /tmp/race.pid)');
+    assert.ok(![...seen].some((x) => x.includes(secret)), `saw ${[...seen].join(', ')}`);
+    for (const x of seen) assert.ok(['sandbox-content', '404', '409'].includes(x), `unexpected answer ${x}`);
+    await s.destroy();
+  });
+
+  it('files: a 100 MiB file round-trips byte-identical; archives go out and in', { timeout: 180_000 }, async () => {
+    const s = await create();
+    const total = 100 * 1024 * 1024;
+    const up = crypto.createHash('sha256');
+    let sent = 0;
+    const body = new Readable({
+      read() {
+        if (sent >= total) {
+          this.push(null);
+          return;
+        }
+        const b = crypto.randomBytes(1024 * 1024);
+        up.update(b);
+        sent += b.length;
+        this.push(b);
+      },
+    });
+    assert.equal((await s.files.write('/work/big.bin', body)).size, total);
+    const down = crypto.createHash('sha256');
+    let got = 0;
+    for await (const c of await s.files.readStream('/work/big.bin')) {
+      down.update(c as Buffer);
+      got += (c as Buffer).length;
+    }
+    assert.equal(got, total);
+    assert.equal(down.digest('hex'), up.digest('hex'));
+    await s.files.remove('/work/big.bin');
+    await s.files.write('/work/arc/sub/two.txt', 'two');
+    const parts: Buffer[] = [];
+    for await (const c of await s.files.downloadArchive('/work/arc')) parts.push(c as Buffer);
+    await s.files.uploadArchive('/tmp/copy', Buffer.concat(parts));
+    assert.equal((await s.files.read('/tmp/copy/sub/two.txt')).toString(), 'two');
+    // minimal's tar is BusyBox's: an archive still brings no setuid bit.
+    const made = await sh(s, 'mkdir -p /tmp/suid && touch /tmp/suid/s && chmod 4755 /tmp/suid/s && tar -C /tmp/suid -cf /tmp/suid.tar .');
+    assert.equal(made.exit_code, 0, made.stderr);
+    await s.files.uploadArchive('/work/suid', await s.files.read('/tmp/suid.tar'));
+    assert.equal((await s.files.stat('/work/suid/s')).mode & 0o7000, 0, 'an archive brought a setuid bit');
+    await s.destroy();
+  });
+
+  it('the PTY shell over the WebSocket: a terminal with resize and the exit code', { timeout: 30_000 }, async () => {
+    const s = await create();
+    const ws = new WebSocket(s.shellUrl({ cmd: ['/bin/sh'], rows: 30, cols: 100 }));
+    let out = '';
+    const exit = new Promise<{ exit_code: number }>((resolve, reject) => {
+      ws.on('message', (data, isBinary) => {
+        if (isBinary) out += (data as Buffer).toString();
+        else {
+          const m = JSON.parse((data as Buffer).toString()) as { type: string; exit_code: number };
+          if (m.type === 'exit') resolve(m);
+        }
+      });
+      ws.on('error', reject);
+    });
+    await new Promise((r, j) => {
+      ws.once('open', r);
+      ws.once('error', j);
+    });
+    const waitOut = async (re: RegExp) => {
+      for (let i = 0; i < 100 && !re.test(out); i++) await sleep(50);
+      assert.match(out, re);
+    };
+    ws.send(Buffer.from('tty; stty size; echo $((6*7))\n'), { binary: true });
+    await waitOut(/42/);
+    assert.match(out, /\/dev\/pts\/\d+/);
+    assert.match(out, /30 100/);
+    ws.send(JSON.stringify({ type: 'resize', rows: 50, cols: 132 }));
+    await sleep(100);
+    ws.send(Buffer.from('stty size\n'), { binary: true });
+    await waitOut(/50 132/);
+    ws.send(Buffer.from('exit 3\n'), { binary: true });
+    assert.equal((await exit).exit_code, 3);
+    await s.destroy();
+  });
+
+  it('preview reaches only the sandbox\'s own ports, never the host\'s loopback', async () => {
+    const hostSrv = net.createServer((c) => c.end('HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nhost'));
+    await new Promise<void>((r) => hostSrv.listen(0, '127.0.0.1', r));
+    try {
+      const port = (hostSrv.address() as net.AddressInfo).port;
+      const s = await create();
+      const res = await fetch(s.previewUrl(port, '/'));
+      const text = await res.text();
+      assert.equal(res.status, 503, text);
+      assert.notEqual(text, 'host');
+      await s.destroy();
+    } finally {
+      await new Promise<void>((r) => hostSrv.close(() => r()));
+    }
+  });
+
+  it('a sandbox whose agent dies is lost with the reason, and its container and directory are removed', { timeout: 30_000 }, async () => {
+    const s = await create();
+    // The exec's parent is the agent; killing it ends docker-init and so the container.
+    await sh(s, 'kill -9 $PPID').catch(() => undefined);
+    let info = await s.refresh();
+    for (let i = 0; i < 100 && info.state !== 'lost'; i++) {
+      await sleep(100);
+      info = await s.refresh();
+    }
+    assert.equal(info.state, 'lost');
+    assert.match(info.end_reason ?? '', /container exited \(code \d+\)/);
+    for (let i = 0; i < 50 && (await containerOf(s.id)) !== undefined; i++) await sleep(100);
+    assert.equal(await containerOf(s.id), undefined, 'the dead container was not removed');
+    assert.equal(fs.existsSync(path.join(dataDir, 'container', 'sandboxes', s.id)), false);
   });
 
   it('unknown image: 422 unknown_image, nothing started', async () => {

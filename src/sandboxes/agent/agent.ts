@@ -284,6 +284,19 @@ async function opRemove(p: string, recursive: boolean): Promise<Json> {
   return {};
 }
 
+/**
+ * True when the image's tar is BusyBox's (the `minimal` image), which refuses GNU tar's long
+ * options. Run as the unprivileged sandbox user it restores no owner anyway, and setuid
+ * bits are stripped after extraction either way.
+ */
+function busyboxTar(): boolean {
+  try {
+    return path.basename(fs.realpathSync('/usr/bin/tar')) === 'busybox';
+  } catch {
+    return false;
+  }
+}
+
 function runTar(args: string[]): ChildProcess {
   return spawn('/usr/bin/tar', args, { stdio: ['pipe', 'pipe', 'pipe'] });
 }
@@ -322,7 +335,7 @@ async function stripSpecialBits(dir: string): Promise<void> {
 
 async function opTarIn(sock: net.Socket, dir: string): Promise<void> {
   await fsp.mkdir(dir, { recursive: true });
-  const child = runTar(['-C', dir, '-xf', '-', '--no-same-owner', '--no-same-permissions', '--no-overwrite-dir']);
+  const child = runTar(busyboxTar() ? ['-C', dir, '-xf', '-'] : ['-C', dir, '-xf', '-', '--no-same-owner', '--no-same-permissions', '--no-overwrite-dir']);
   let stderr = '';
   child.stderr?.on('data', (c: Buffer) => {
     if (stderr.length < 4096) stderr += c.toString();
