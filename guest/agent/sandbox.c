@@ -14,6 +14,7 @@
  * The host may go away and come back (a server restart): when the port reports the host
  * gone, every channel is dropped and nothing is sent until the next MUX_HELLO.
  */
+#include <net/if.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 
@@ -303,6 +304,20 @@ static void reap(void) {
   }
 }
 
+/* The loopback interface up (127.0.0.1): the preview relay reaches ports there. There is no other interface. */
+static void loopback_up(void) {
+  int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (s < 0) return;
+  struct ifreq ifr;
+  memset(&ifr, 0, sizeof ifr);
+  snprintf(ifr.ifr_name, sizeof ifr.ifr_name, "lo");
+  if (ioctl(s, SIOCGIFFLAGS, &ifr) == 0) {
+    ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+    if (ioctl(s, SIOCSIFFLAGS, &ifr) != 0) console("vulcan-agent: lo up: %s\n", strerror(errno));
+  }
+  close(s);
+}
+
 static void sandbox_main(unsigned disk_mb) {
   const char *v = getenv("vulcan_mem_mb");
   unsigned mem_mb = v ? (unsigned)strtoul(v, NULL, 10) : 0;
@@ -325,6 +340,7 @@ static void sandbox_main(unsigned disk_mb) {
   if (chown(ROOT "/work", SANDBOX_UID, SANDBOX_UID) != 0) fault(0, "chown /work: %s", strerror(errno));
   mkdir(RUN_DIR, 0700);
   if (chown(RUN_DIR, SANDBOX_UID, SANDBOX_UID) != 0) fault(0, "chown %s: %s", RUN_DIR, strerror(errno));
+  loopback_up();
   for (int i = 0; i < MUX_MAX_CHANNELS; i++) chans[i].fd = -1;
   start_agent(mem_mb, pids_max);
   set_nonblock(chan);

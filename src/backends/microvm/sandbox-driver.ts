@@ -46,8 +46,8 @@ const run = promisify(execFile);
 export const SANDBOX_MEM_OVERHEAD_MB = 128;
 /** A boot under TCG plus the Node agent's start (seconds under emulation). */
 const AGENT_START_TIMEOUT_MS = 180_000;
-/** After a restart, a live guest answers HELLO and ping within this. */
-const ATTACH_TIMEOUT_MS = 20_000;
+/** After a restart, a live guest answers HELLO and ping within this (generous: a loaded TCG guest is slow). */
+const ATTACH_TIMEOUT_MS = 60_000;
 const QMP_TIMEOUT_MS = 10_000;
 const SOCKET_WAIT_MS = 15_000;
 const LIVENESS_POLL_MS = 1_000;
