@@ -58,6 +58,8 @@ export const SOCKET_NAME = 'agent.sock';
 const AGENT_START_TIMEOUT_MS = 30_000;
 /** The socket tmpfs: room for one socket and whatever little a sandbox may drop beside it. */
 const SOCKET_TMPFS_OPTS = `size=64k,nr_inodes=32,mode=0700,uid=${SANDBOX_UID},gid=${SANDBOX_UID},nosuid,nodev,noexec`;
+/** Roughly what the agent (node) needs to start; said when a sandbox is OOM-killed while starting. */
+const AGENT_MIN_MB = 64;
 /** Linux's O_PATH (not in Node's fs.constants): an fd naming an inode without opening it. */
 const O_PATH = 0o10000000;
 
@@ -302,6 +304,11 @@ export class ContainerSandboxDriver implements SandboxDriver {
         starting.abort();
       };
       const exited = client.waitContainer(id, 'next-exit', starting.signal).then(async (w) => {
+        const oom = await client
+          .inspectContainer(id)
+          .then((c) => c.State.OOMKilled)
+          .catch(() => false);
+        if (oom) throw new Error(`the sandbox exited while starting: it ran out of memory; resources.mem_mb (${spec.limits.memMB}) must leave room for the sandbox agent (about ${AGENT_MIN_MB} MiB)`);
         const tail = await client.logs(id, 20).catch(() => '');
         throw new Error(`the sandbox exited while starting (code ${w.StatusCode}): ${tail.trim().slice(-500) || 'no message'}`);
       });
