@@ -379,6 +379,21 @@ describe('container sandboxes through the API', { skip: skipReason ?? false }, (
     assert.equal(fs.existsSync(path.join(dataDir, 'container', 'sandboxes', s.id)), false);
   });
 
+  it('several sandboxes start at once, each in its own container, and all go on destroy', { timeout: 120_000 }, async () => {
+    const all = await Promise.all(['minimal', 'minimal', 'python', 'node'].map((image) => create(image)));
+    const ids = await Promise.all(all.map(async (s) => (await s.exec(['cat', '/proc/sys/kernel/hostname'])).exit_code));
+    assert.deepEqual(ids, [0, 0, 0, 0]);
+    await all[0]?.files.write('/work/mine', 'zero');
+    assert.notEqual((await all[1]?.exec(['cat', '/work/mine']))?.exit_code, 0, 'one sandbox sees another\'s files');
+    const containers = await Promise.all(all.map((s) => containerOf(s.id)));
+    assert.equal(new Set(containers.map((c) => c?.Id)).size, 4);
+    await Promise.all(all.map((s) => s.destroy()));
+    for (const s of all) {
+      assert.equal(await containerOf(s.id), undefined);
+      assert.equal(fs.existsSync(path.join(dataDir, 'container', 'sandboxes', s.id)), false);
+    }
+  });
+
   it('bad input: an unknown image is 422 unknown_image and starts nothing; too little memory says mem_mb', { timeout: 60_000 }, async () => {
     const before = (await client.listContainers([`${LABEL_NODE}=${dataDirTag(dataDir)}`])).length;
     for (const image of ['no-such-image', '../../etc', '/var/run/docker.sock']) {
