@@ -24,6 +24,12 @@
 #include <unistd.h>
 
 static volatile pid_t child = -1;
+static volatile sig_atomic_t child_done = 0;
+
+static void on_chld(int sig) {
+  (void)sig;
+  child_done = 1;
+}
 
 static void forward(int sig) {
   if (child > 0) kill(-child, sig);
@@ -87,6 +93,20 @@ int main(int argc, char **argv) {
   int sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
   for (size_t k = 0; k < sizeof sigs / sizeof sigs[0]; k++) sigaction(sigs[k], &sa, NULL);
   signal(SIGPIPE, SIG_IGN);
+  /* gVisor (runsc 2022-12) never reports EIO or POLLHUP on the master once every slave fd is
+   * closed, so the program's exit is also watched: SIGCHLD stays blocked except inside
+   * ppoll (no lost wake-up), and once the program is gone the loop ends when the master has
+   * been quiet for 100 ms (its last output drained first). */
+  sigset_t chld, unblocked;
+  sigemptyset(&chld);
+  sigaddset(&chld, SIGCHLD);
+  sigprocmask(SIG_BLOCK, &chld, &unblocked);
+  sigdelset(&unblocked, SIGCHLD);
+  struct sigaction sc;
+  memset(&sc, 0, sizeof sc);
+  sc.sa_handler = on_chld;
+  sigaction(SIGCHLD, &sc, NULL);
+  const struct timespec quiet = {0, 100 * 1000 * 1000};
 
   int ctl = fcntl(3, F_GETFD) >= 0 ? 3 : -1;
   int in_open = 1;
@@ -99,11 +119,12 @@ int main(int argc, char **argv) {
     fds[nfds].fd = master; fds[nfds].events = POLLIN; nfds++;
     fds[nfds].fd = in_open ? 0 : -1; fds[nfds].events = POLLIN; nfds++;
     fds[nfds].fd = ctl; fds[nfds].events = POLLIN; nfds++;
-    int r = poll(fds, (nfds_t)nfds, -1);
+    int r = ppoll(fds, (nfds_t)nfds, child_done ? &quiet : NULL, &unblocked);
     if (r < 0) {
       if (errno == EINTR) continue;
       break;
     }
+    if (r == 0) break; /* the program exited and its terminal is quiet */
     if (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) {
       ssize_t got = read(master, buf, sizeof buf);
       if (got <= 0) break; /* EIO: every slave fd closed, the program is gone */

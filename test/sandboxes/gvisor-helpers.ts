@@ -12,9 +12,9 @@ import { cgroupsLeft, processesWith } from '../helpers/context.js';
 export const TEST_IMAGES_DIR = process.env.VULCAN_TEST_IMAGES_DIR ?? '/var/lib/vulcan';
 
 /** `vulcan serve` on `dataDir` with the shared images. */
-export async function startGvisorServe(dataDir: string): Promise<{ url: string; stop: () => Promise<void> }> {
-  const { url, stop } = await spawnVulcanServe({ dataDir, env: { VULCAN_IMAGES_DATA_DIR: TEST_IMAGES_DIR } });
-  return { url, stop: () => stop() };
+export async function startGvisorServe(dataDir: string): Promise<{ url: string; stop: (signal?: NodeJS.Signals) => Promise<void> }> {
+  const { url, stop } = await spawnVulcanServe({ dataDir, timeoutMs: 60_000, env: { VULCAN_IMAGES_DATA_DIR: TEST_IMAGES_DIR } });
+  return { url, stop: (signal?: NodeJS.Signals) => stop(signal) };
 }
 
 /**
