@@ -180,9 +180,8 @@ export class WorkloadManager {
       execMs: outcome?.execMs ?? null,
       finishedAt: Date.now(),
     };
-    store.finish(spec.id, rec, { name: backend.name, reason: slot.reason });
+    const stored = store.finishAndGet(spec.id, rec, { name: backend.name, reason: slot.reason }) ?? store.get(spec.id);
     this.slots.delete(spec.id);
-    const stored = store.get(spec.id);
     this.live.delete(spec.id);
     if (!stored) throw new Error(`workload ${spec.id} vanished from the store`);
     this.opts.observer?.finished(stored, rec.startMs, rec.execMs);
@@ -197,6 +196,8 @@ export class WorkloadManager {
       },
       'workload finished',
     );
+    // Whoever awaits `done` reports the record: only once it is committed.
+    await store.committed();
     return stored;
   }
 

