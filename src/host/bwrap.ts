@@ -16,6 +16,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Cgroup } from './cgroups.js';
 import { spawnProcess, type SandboxProcess } from './process.js';
+import { spawndPathNextTo } from './spawner.js';
 
 /** The host uid/gid a sandbox runs as. */
 export const SANDBOX_HOST_ID = 65534;
@@ -205,12 +206,14 @@ export function startBwrap(opts: BwrapOptions & { readonly stdin?: Buffer | stri
   const { args, data } = buildBwrapArgs(opts, firstDataFd);
   const cg: string[] = [];
   for (const f of opts.cgroup?.procsFiles ?? []) cg.push('-j', f);
+  const spawnd = spawndPathNextTo(opts.cgexecPath);
   return spawnProcess({
     file: opts.cgexecPath,
     args: ['-u', String(SANDBOX_HOST_ID), '-g', String(SANDBOX_HOST_ID), ...cg, '--', BWRAP_PATH, ...args],
     ...(opts.stdin === undefined ? {} : { stdin: opts.stdin }),
     data,
     resultFd: opts.resultFd ?? false,
+    ...(spawnd === undefined ? {} : { spawnd }),
   });
 }
 

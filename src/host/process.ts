@@ -5,6 +5,7 @@
 import { spawn } from 'node:child_process';
 import type { Socket } from 'node:net';
 import type { Readable } from 'node:stream';
+import { Spawner } from './spawner.js';
 
 export interface SandboxProcess {
   readonly stdout: Readable;
@@ -23,10 +24,13 @@ export interface SpawnProcessOptions {
   /** Data for fds 3… (4… with `resultFd`), each written and closed. */
   readonly data?: readonly (Buffer | string)[];
   readonly resultFd?: boolean;
+  /** native/vulcan-spawnd, to start it without forking this process (src/host/spawner.ts). */
+  readonly spawnd?: string;
 }
 
 /** Starts a process with an empty environment in `/`, feeding stdin and the data fds. */
 export function spawnProcess(opts: SpawnProcessOptions): SandboxProcess {
+  if (opts.spawnd !== undefined) return Spawner.for(opts.spawnd).spawn(opts);
   const extra = (opts.resultFd ? 1 : 0) + (opts.data?.length ?? 0);
   const child = spawn(opts.file, [...opts.args], { stdio: ['pipe', 'pipe', 'pipe', ...Array<'pipe'>(extra).fill('pipe')], cwd: '/', env: {} });
   child.stdin?.on('error', () => undefined);
