@@ -117,6 +117,10 @@ const MOUNT_POINTS: readonly [string, number][] = [
   ['tmp', 0o1777],
   ['work', 0o777],
   ['vulcan', 0o755],
+  // The sandbox agent bundle and the agent's socket directory (gvisor sandboxes): made
+  // here so that no backend ever has to create a mount point in a shared image.
+  ['.vulcan-agent', 0o755],
+  ['.vulcan-run', 0o755],
 ];
 
 function writeJsonAtomic(file: string, value: unknown): void {
