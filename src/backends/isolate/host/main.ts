@@ -59,6 +59,8 @@ interface Slot {
   readonly memMB: number;
   runs: number;
   spare: Promise<Prepared> | null;
+  /** True once `spare` has settled: a job taking this slot starts without waiting. */
+  spareReady: boolean;
   /** Compiled CommonJS wrappers by code hash (unbound scripts run in any context of this isolate). */
   readonly scripts: Map<string, ivm.Script>;
   bootstrap: ivm.Script | null;
@@ -133,7 +135,7 @@ function newSlot(memMB: number): Slot {
       process.exit(70);
     },
   });
-  return { isolate, memMB, runs: 0, spare: null, scripts: new Map(), bootstrap: null };
+  return { isolate, memMB, runs: 0, spare: null, spareReady: false, scripts: new Map(), bootstrap: null };
 }
 
 async function prepareContext(slot: Slot): Promise<Prepared> {
@@ -186,9 +188,29 @@ function remainingMs(job: Job): number {
   return Math.max(1, Math.ceil(job.spec.timeoutMs - (performance.now() - job.startedAt)));
 }
 
+/** Starts the next context of `slot` now, while it waits idle, so the next job does not wait for it. */
+function prepareSpare(slot: Slot): Promise<Prepared> {
+  slot.spareReady = false;
+  const spare = prepareContext(slot);
+  slot.spare = spare;
+  spare.then(
+    () => {
+      if (slot.spare === spare) slot.spareReady = true;
+    },
+    () => undefined,
+  );
+  return spare;
+}
+
+/** True when a fresh isolate of `memMB` has its context ready. */
+function freshReady(memMB: number): boolean {
+  return fresh.get(memMB)?.some((slot) => slot.spareReady) ?? false;
+}
+
 function takeFresh(memMB: number): Slot {
   const list = fresh.get(memMB);
-  const slot = list?.pop();
+  const ready = list?.findIndex((s) => s.spareReady) ?? -1;
+  const slot = ready >= 0 ? list?.splice(ready, 1)[0] : list?.pop();
   // Keep this limit among the warmed ones (most recent last).
   if (list !== undefined) {
     fresh.delete(memMB);
@@ -218,8 +240,7 @@ function refill(): void {
   for (const [memMB, list] of fresh) {
     if (list.length < FRESH_PER_MEM) {
       const slot = newSlot(memMB);
-      slot.spare = prepareContext(slot);
-      slot.spare.catch(() => disposeSlot(slot));
+      prepareSpare(slot).catch(() => disposeSlot(slot));
       list.push(slot);
       scheduleRefill();
       return;
@@ -231,12 +252,30 @@ function idleKey(spec: HostJob): string {
   return `${spec.codeHash}:${spec.memMB}`;
 }
 
+/**
+ * An idle isolate that ran this code, preferring one whose next context is ready. When the only
+ * one is still preparing its context (the previous run just ended: back-to-back requests), a
+ * fresh isolate with a ready context is taken instead; after its run it joins the idle ones, so
+ * the code then alternates between two isolates and never waits for a context.
+ */
 function takeIdle(spec: HostJob): Slot | undefined {
   const key = idleKey(spec);
   const list = idle.get(key);
-  const slot = list?.pop();
+  if (list === undefined) return undefined;
+  let index = -1;
+  for (let i = list.length - 1; i >= 0; i--) {
+    if (list[i]?.spareReady === true) {
+      index = i;
+      break;
+    }
+  }
+  if (index < 0) {
+    if (list.length < 2 && freshReady(spec.memMB)) return undefined;
+    index = list.length - 1;
+  }
+  const [slot] = list.splice(index, 1);
   if (slot !== undefined) idleCount--;
-  if (list !== undefined && list.length === 0) idle.delete(key);
+  if (list.length === 0) idle.delete(key);
   return slot;
 }
 
@@ -251,8 +290,7 @@ function putIdle(spec: HostJob, slot: Slot): void {
   idle.set(key, list);
   list.push(slot);
   idleCount++;
-  slot.spare = prepareContext(slot);
-  slot.spare.catch(() => undefined);
+  prepareSpare(slot).catch(() => undefined);
   while (idleCount > IDLE_TOTAL) {
     const oldestKey = idle.keys().next().value as string;
     const oldest = idle.get(oldestKey) ?? [];
@@ -457,6 +495,7 @@ async function runJob(id: number, spec: HostJob): Promise<void> {
     job.slot = slot;
     const spare = slot.spare;
     slot.spare = null;
+    slot.spareReady = false;
     const prepared = spare !== null ? await spare : await prepareContext(slot);
     if (job.finished) {
       releaseContext(prepared);
