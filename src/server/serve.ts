@@ -48,12 +48,12 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
   fs.mkdirSync(config.dataDir, { recursive: true, mode: 0o711 });
   fs.chmodSync(config.dataDir, 0o711);
   const db = openDatabase(config.dataDir);
-  const store = new WorkloadStore(db);
   const metrics = new Metrics();
   // One JSON logger for the HTTP layer, the manager and the backends.
   // Asynchronous writes: a busy server's lines leave in batches instead of one blocking write
   // each (two per request); pino flushes what is left when the process exits.
   const log = pino({ level: config.logLevel }, pino.destination({ dest: 1, sync: false }));
+  const store = new WorkloadStore(db, { onCommitError: (err) => log.error({ err }, 'the workload store could not commit; the writes of that turn were rolled back') });
   const orphaned = store.failOrphans(Date.now());
   const images = opts.images ?? createImageStore(config.imagesDataDir);
   const backends = await BackendSet.create({ config, log, images }, opts.backends);

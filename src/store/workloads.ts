@@ -203,6 +203,8 @@ class TickTransaction {
   }
 }
 
+const TICK_TRANSACTIONS = new WeakMap<Db, TickTransaction>();
+
 /** Options of a workload store. */
 export interface WorkloadStoreOptions {
   /** Called when a grouped commit fails (its writes are rolled back). Default: rethrown on the next turn. */
@@ -219,13 +221,19 @@ export class WorkloadStore {
     private readonly db: Db,
     opts: WorkloadStoreOptions = {},
   ) {
-    this.tx = new TickTransaction(
-      db,
-      opts.onCommitError ??
-        ((error) => {
-          throw error;
-        }),
-    );
+    // One per connection: stores sharing a database share its turn's transaction.
+    let tx = TICK_TRANSACTIONS.get(db);
+    if (tx === undefined) {
+      tx = new TickTransaction(
+        db,
+        opts.onCommitError ??
+          ((error) => {
+            throw error;
+          }),
+      );
+      TICK_TRANSACTIONS.set(db, tx);
+    }
+    this.tx = tx;
     this.stmts = {
       insert: db.prepare(
         `INSERT INTO workloads (id, status, mode, isolation, runtime, node_id, input_hash, cpu_limit, mem_limit, timeout_s, created_at)

@@ -85,6 +85,8 @@ class HostHandle {
   private stderrTail = '';
   private destroying: Promise<void> | null = null;
   private outbox: Buffer[] = [];
+  /** True once the host said it is ready (and until it dies: see `alive`). */
+  isReady = false;
   readonly ready: Promise<void>;
 
   constructor(
@@ -107,6 +109,7 @@ class HostHandle {
     const decode = createFrameDecoder<FromHost>((message) => {
       if (message.t === 'ready') {
         clearTimeout(readyTimer);
+        this.isReady = true;
         markReady();
       } else if (message.t === 'out') {
         const p = this.pending.get(message.id);
@@ -291,8 +294,10 @@ export class HostPool {
   async run(job: HostJob, io: RunIO, signal: AbortSignal): Promise<HostResult> {
     if (this.closed) throw new Error('the isolate backend is closed');
     let best: HostHandle | null = null;
-    for (const h of this.slots) if (h !== null && h.alive && (best === null || h.load < best.load)) best = h;
-    const handle = best ?? (await this.ensure(this.slots.findIndex((h) => h === null || !h.alive)));
+    for (const h of this.slots) if (h !== null && h.alive && h.isReady && (best === null || h.load < best.load)) best = h;
+    // Counted in the host's load before anything awaits, so a burst of runs in one tick spreads.
+    if (best !== null) return best.run(job, io, signal);
+    const handle = await this.ensure(this.slots.findIndex((h) => h === null || !h.alive));
     await handle.ready;
     return handle.run(job, io, signal);
   }

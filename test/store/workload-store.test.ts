@@ -1,0 +1,98 @@
+/**
+ * The workloads repository against a real SQLite file: the writes of one turn of the event loop
+ * share one transaction, a second connection sees them once it commits, and the terminal record
+ * the store builds is the one it would read back.
+ */
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import Database from 'better-sqlite3';
+import { openDatabase, type Db } from '../../src/store/db.js';
+import { WorkloadStore, type FinishedWorkload, type NewWorkload } from '../../src/store/workloads.js';
+
+const turn = () => new Promise((r) => setImmediate(r));
+
+function newWorkload(id: string): NewWorkload {
+  return { id, mode: 'sync', isolation: 'isolate', runtime: 'js', nodeId: 'test', inputHash: 'h'.repeat(64), cpus: 1, memMB: 128, timeoutS: 30, createdAt: Date.now() };
+}
+
+const finished: FinishedWorkload = {
+  status: 'completed',
+  output: { hello: 'store', n: [1, 2.5, null] },
+  stdout: Buffer.from('out\n'),
+  stderr: Buffer.from(''),
+  stdoutTruncated: false,
+  stderrTruncated: true,
+  logIndex: [['stdout', 4]],
+  exitCode: null,
+  error: null,
+  durationMs: 1.23456,
+  startMs: 0.5,
+  execMs: 0.25,
+  finishedAt: Date.now(),
+};
+
+describe('workload store', () => {
+  let dir = '';
+  let db: Db;
+  let store: WorkloadStore;
+  let reader: Database.Database;
+
+  before(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vulcan-store-test-'));
+    db = openDatabase(dir);
+    store = new WorkloadStore(db);
+    reader = new Database(path.join(dir, 'vulcan.db'), { readonly: true });
+  });
+
+  after(() => {
+    reader.close();
+    store.flush();
+    db.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  const seenByOthers = (id: string) => reader.prepare('SELECT status FROM workloads WHERE id = ?').get(id) as { status: string } | undefined;
+
+  it('groups the writes of one turn into one commit; committed() resolves after it', async () => {
+    store.insert(newWorkload('w1'));
+    store.markRunning('w1', 'isolate', 'because', Date.now());
+    store.insert(newWorkload('w2'));
+    assert.equal(store.get('w1')?.status, 'running', 'this connection reads its own writes at once');
+    assert.equal(seenByOthers('w1'), undefined, 'not committed before the turn ends');
+    await store.committed();
+    assert.equal(seenByOthers('w1')?.status, 'running');
+    assert.equal(seenByOthers('w2')?.status, 'pending');
+    assert.equal(db.inTransaction, false);
+  });
+
+  it('finishAndGet returns the record get() reads back, and only once', async () => {
+    store.markRunning('w2', 'isolate', 'because', Date.now());
+    const rec = store.finishAndGet('w2', finished, { name: 'isolate', reason: 'because' });
+    await store.committed();
+    assert.deepEqual(rec, store.get('w2'));
+    assert.equal(rec?.status, 'completed');
+    assert.equal(store.finishAndGet('w2', { ...finished, status: 'failed' }), null, 'a second terminal write changes nothing');
+    assert.equal(store.get('w2')?.status, 'completed');
+    await turn();
+    assert.equal(seenByOthers('w2')?.status, 'completed');
+  });
+
+  it('builds the record of a workload it did not insert by reading it', async () => {
+    const other = new WorkloadStore(db);
+    other.insert(newWorkload('w3'));
+    await other.committed();
+    const rec = store.finishAndGet('w3', finished, { name: 'isolate', reason: 'r' });
+    assert.deepEqual(rec, store.get('w3'));
+    assert.equal(rec?.isolation_used, 'isolate');
+  });
+
+  it('flush() commits at once (before the database closes)', () => {
+    store.insert(newWorkload('w4'));
+    assert.equal(seenByOthers('w4'), undefined);
+    store.flush();
+    assert.equal(seenByOthers('w4')?.status, 'pending');
+  });
+});
