@@ -52,6 +52,12 @@ interface Prepared {
   readonly context: ivm.Context;
   readonly dispatch: Dispatch;
   readonly sink: Sink;
+  /**
+   * A CommonJS wrapper already evaluated in this context, for the code the isolate last ran:
+   * evaluating `(function (exports, module) {…})` defines a function and runs none of the code,
+   * so doing it ahead saves the run one call into the isolate.
+   */
+  wrapper: { readonly codeHash: string; readonly ref: ivm.Reference<unknown> } | null;
 }
 
 interface Slot {
@@ -138,7 +144,7 @@ function newSlot(memMB: number): Slot {
   return { isolate, memMB, runs: 0, spare: null, spareReady: false, scripts: new Map(), bootstrap: null };
 }
 
-async function prepareContext(slot: Slot): Promise<Prepared> {
+async function prepareContext(slot: Slot, codeHash?: string): Promise<Prepared> {
   const { isolate } = slot;
   slot.bootstrap ??= await isolate.compileScript(BOOTSTRAP_SOURCE, { filename: 'vulcan:bootstrap' });
   const script = slot.bootstrap;
@@ -163,7 +169,9 @@ async function prepareContext(slot: Slot): Promise<Prepared> {
   const factory = (await script.run(context, { reference: true })) as ivm.Reference<(...args: unknown[]) => unknown>;
   const dispatch = (await factory.apply(undefined, [hostOut, hostTimer, slot.memMB * 16], { result: { reference: true } })) as Dispatch;
   factory.release();
-  return { context, dispatch, sink };
+  const user = codeHash === undefined ? undefined : slot.scripts.get(codeHash);
+  const wrapper = user === undefined || codeHash === undefined ? null : { codeHash, ref: (await user.run(context, { reference: true })) as ivm.Reference<unknown> };
+  return { context, dispatch, sink, wrapper };
 }
 
 function armTimer(job: Job, timerId: number, delayMs: number): void {
@@ -189,9 +197,9 @@ function remainingMs(job: Job): number {
 }
 
 /** Starts the next context of `slot` now, while it waits idle, so the next job does not wait for it. */
-function prepareSpare(slot: Slot): Promise<Prepared> {
+function prepareSpare(slot: Slot, codeHash?: string): Promise<Prepared> {
   slot.spareReady = false;
-  const spare = prepareContext(slot);
+  const spare = prepareContext(slot, codeHash);
   slot.spare = spare;
   spare.then(
     () => {
@@ -290,7 +298,7 @@ function putIdle(spec: HostJob, slot: Slot): void {
   idle.set(key, list);
   list.push(slot);
   idleCount++;
-  prepareSpare(slot).catch(() => undefined);
+  prepareSpare(slot, spec.codeHash).catch(() => undefined);
   while (idleCount > IDLE_TOTAL) {
     const oldestKey = idle.keys().next().value as string;
     const oldest = idle.get(oldestKey) ?? [];
@@ -310,6 +318,8 @@ function disposeSlot(slot: Slot): void {
 
 function releaseContext(prepared: Prepared): void {
   prepared.sink.job = null;
+  prepared.wrapper?.ref.release();
+  prepared.wrapper = null;
   prepared.dispatch.release();
   prepared.context.release();
 }
@@ -359,8 +369,14 @@ async function callUser(job: Job, slot: Slot, prepared: Prepared): Promise<unkno
     return prepared.dispatch.apply(undefined, ['wasm', bytes, spec.inputJson, spec.outputBytes], { ...resultOptions, timeout: remainingMs(job) });
   }
   if (spec.format === 'script') {
-    const script = await compileScript(slot, spec);
-    const wrapper = (await script.run(prepared.context, { reference: true, timeout: remainingMs(job) })) as ivm.Reference<unknown>;
+    let wrapper: ivm.Reference<unknown>;
+    if (prepared.wrapper?.codeHash === spec.codeHash) {
+      wrapper = prepared.wrapper.ref;
+      prepared.wrapper = null;
+    } else {
+      const script = await compileScript(slot, spec);
+      wrapper = (await script.run(prepared.context, { reference: true, timeout: remainingMs(job) })) as ivm.Reference<unknown>;
+    }
     job.userStartedAt = performance.now();
     try {
       return await prepared.dispatch.apply(undefined, ['script', wrapper.derefInto(), spec.inputJson, spec.outputBytes], { ...resultOptions, timeout: remainingMs(job) });
