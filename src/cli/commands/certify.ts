@@ -11,7 +11,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { InvalidArgumentError, type Command } from 'commander';
 import { runSandboxConformance, type CheckResult } from '../../backends/conformance/sandbox-suite.js';
-import { findInstallDir } from '../../core/config.js';
+import { spawnVulcanServe } from '../../server/spawn-serve.js';
+import { findInstallDir, loadConfig } from '../../core/config.js';
 import { BACKEND_NAMES, type BackendName } from '../../core/types.js';
 import { cgroupSupport } from '../../host/cgroups.js';
 import { readVersion } from '../../server/serve.js';
@@ -151,12 +152,24 @@ export function registerCertify(program: Command): void {
     .argument('<backend>', BACKEND_NAMES.join(' | '))
     .option('--format <format>', 'markdown | json', 'markdown')
     .option('--output <file>', 'write the report here (default: stdout)')
-    .action(async (backend: string, o: { format: string; output?: string }) => {
+    .option('--image <name>', 'the image the sandboxes run on (the preview check needs python3)', 'python')
+    .action(async (backend: string, o: { format: string; output?: string; image: string }) => {
       if (!(BACKEND_NAMES as readonly string[]).includes(backend)) throw new InvalidArgumentError(`backend must be one of ${BACKEND_NAMES.join(', ')}`);
       if (o.format !== 'markdown' && o.format !== 'json') throw new InvalidArgumentError('--format is markdown or json');
       const name = backend as BackendName;
       const installDir = findInstallDir();
-      const results = await runSandboxConformance({ backend: name, progress: (m) => process.stderr.write(`[certify] ${m}\n`) });
+      // The suite's servers use a fresh data dir each, with this host's image store.
+      const imagesDataDir = loadConfig().imagesDataDir;
+      const results = await runSandboxConformance({
+        backend: name,
+        // namespace runs on the host's /usr by default, which has python3 here.
+        ...(name === 'namespace' ? {} : { image: o.image }),
+        start: async (dataDir) => {
+          const { url, stop } = await spawnVulcanServe({ dataDir, env: { VULCAN_IMAGES_DATA_DIR: imagesDataDir } });
+          return { url, stop: () => stop() };
+        },
+        progress: (m) => process.stderr.write(`[certify] ${m}\n`),
+      });
       const failed = results.some((c) => c.status === 'fail');
       const passed = results.some((c) => c.status === 'pass' && c.check !== 'health');
       const report: CertifyReport = {
