@@ -303,7 +303,13 @@ function tryKill(pid: number): void {
 
 /** Where Vulcan mounts its controller-less cgroup v1 hierarchy with `favordynmods`. */
 export const FAVOR_DYNMODS_MOUNT = '/run/vulcan/cgroup-favordynmods';
-let favorTried = false;
+let favorResult: string | undefined;
+
+/** `favorDynamicMods()` once per process (unless VULCAN_CGROUP_FAVORDYNMODS=0); its answer. */
+export function ensureFavorDynamicMods(): string {
+  favorResult ??= process.env.VULCAN_CGROUP_FAVORDYNMODS === '0' ? 'off: VULCAN_CGROUP_FAVORDYNMODS=0' : favorDynamicMods();
+  return favorResult;
+}
 
 /**
  * Makes moving a process into a cgroup cheap, once per host. Every cgroup migration takes
@@ -343,10 +349,7 @@ export async function createCgroup(name: string, limits: CgroupLimits): Promise<
   const l = layout();
   if ('error' in l) throw new Error(l.error);
   if (!/^[A-Za-z0-9_.-]+$/.test(name)) throw new Error(`bad cgroup name ${name}`);
-  if (!favorTried && process.env.VULCAN_CGROUP_FAVORDYNMODS !== '0') {
-    favorTried = true;
-    favorDynamicMods();
-  }
+  ensureFavorDynamicMods();
   const dirs = groupDirs(l, name);
   for (const d of new Set(Object.values(dirs))) await fsp.mkdir(d, { recursive: true });
   const cg = new CgroupImpl(name, l, dirs);

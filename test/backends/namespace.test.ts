@@ -116,4 +116,18 @@ describe('namespace: particulars', () => {
     }
     assert.deepEqual(left, []);
   });
+
+  it('makes cgroup migrations cheap host-wide (favordynmods) and says so in its probe', async () => {
+    const backend = createBackend(testContext());
+    try {
+      const av = await backend.probe();
+      assert.equal(av.available, true);
+      const state = av.available ? (av.info?.cgroupFavorDynmods ?? '') : '';
+      assert.match(state, /^on \(/);
+      const mountinfo = fs.readFileSync('/proc/self/mountinfo', 'utf8');
+      assert.ok(mountinfo.split('\n').some((l) => / - cgroup2? /.test(l) && /[ ,]favordynmods(,|$)/.test(l.split(' - ')[1] ?? '')), 'a cgroup mount has favordynmods');
+    } finally {
+      await backend.close();
+    }
+  });
 });

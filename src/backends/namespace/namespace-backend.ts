@@ -12,7 +12,7 @@ import type { WorkloadError } from '../../core/errors.js';
 import { workloadError } from '../../core/outcome.js';
 import type { JsonValue, Runtime } from '../../core/types.js';
 import { BWRAP_PATH, cgexecPathFor, publishStatic, spawnBwrap, startBwrap, type BwrapFile } from '../../host/bwrap.js';
-import { cgroupSupport, createCgroup, reapStaleCgroups, type Cgroup } from '../../host/cgroups.js';
+import { cgroupSupport, createCgroup, ensureFavorDynamicMods, reapStaleCgroups, type Cgroup } from '../../host/cgroups.js';
 import { jsonToPythonLiteral } from './python-literal.js';
 import { readResultChannel, type RunnerMessage } from './result-channel.js';
 import { NamespaceSandboxDriver } from './sandbox-driver.js';
@@ -88,7 +88,8 @@ export class NamespaceBackend implements Backend {
       child.on('close', (c) => resolve(c));
     });
     if (code !== 0) return { available: false, reason: `a test sandbox failed to start (exit ${code}): ${stderr.trim() || 'no message'}` };
-    return { available: true, info: { cgroup: cg.version } };
+    // Cheap cgroup migrations (see docs/backends/namespace.md, "Starting fast").
+    return { available: true, info: { cgroup: cg.version, cgroupFavorDynmods: ensureFavorDynamicMods() } };
   }
 
   accepts(spec: RunSpec): Acceptance {
