@@ -15,7 +15,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import WebSocket from 'ws';
-import { connectNoFollow } from '../../src/backends/gvisor/agent-socket.js';
+import { connectNoFollow } from '../../src/sandboxes/agent-socket.js';
 import { gvisorSandboxCgroupPrefix, gvisorSandboxRoot } from '../../src/backends/gvisor/sandbox-driver.js';
 import { findRunsc } from '../../src/backends/gvisor/runsc.js';
 import { reapStaleCgroups } from '../../src/host/cgroups.js';

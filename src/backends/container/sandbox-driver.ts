@@ -31,7 +31,7 @@
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
-import net from 'node:net';
+import type net from 'node:net';
 import path from 'node:path';
 import type { Duplex } from 'node:stream';
 import { promisify } from 'node:util';
@@ -39,6 +39,7 @@ import { dataDirTag } from '../../core/config.js';
 import type { BackendContext } from '../../core/context.js';
 import { VulcanError } from '../../core/errors.js';
 import type { ImageRef } from '../../core/images.js';
+import { connectNoFollow } from '../../sandboxes/agent-socket.js';
 import type { AttachResult, SandboxCapabilities, SandboxDriver, SandboxHandle, SandboxLimits, SandboxSpec } from '../../core/sandbox.js';
 import { AGENT_MOUNT, agentArgv, ensureAgentBundle } from '../../sandboxes/agent-bundle.js';
 import { readReply, sendRequest } from '../../sandboxes/protocol.js';
@@ -60,8 +61,6 @@ const AGENT_START_TIMEOUT_MS = 30_000;
 const SOCKET_TMPFS_OPTS = `size=64k,nr_inodes=32,mode=0700,uid=${SANDBOX_UID},gid=${SANDBOX_UID},nosuid,nodev,noexec`;
 /** Roughly what the agent (node) needs to start; said when a sandbox is OOM-killed while starting. */
 const AGENT_MIN_MB = 64;
-/** Linux's O_PATH (not in Node's fs.constants): an fd naming an inode without opening it. */
-const O_PATH = 0o10000000;
 
 /** What the container backend lends its sandbox driver (one client, one image loader, one container shape). */
 export interface ContainerSandboxHost {
@@ -86,59 +85,11 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
  * Connects to the agent socket `name` in `dir`, a directory the sandbox controls, without
- * ever following what the sandbox put there: O_PATH|O_NOFOLLOW, fstat (a socket, owned by
- * `uid`, on `dev`), then connect through /proc/self/fd/N, the very inode checked. Rejects
- * with a message for people otherwise. Exported for the tests.
+ * ever following what the sandbox put there (src/sandboxes/agent-socket.ts): a socket,
+ * owned by `uid`, on `dev`. Exported for the tests.
  */
 export function connectConfined(dir: string, name: string, expect: { uid: number; dev?: number }, signal?: AbortSignal): Promise<net.Socket> {
-  return new Promise((resolve, reject) => {
-    let fd: number;
-    // Synchronous on purpose: the directory is a tmpfs (never waits on a disk), and a
-    // thread-pool round trip would double the cost of every connection.
-    try {
-      fd = fs.openSync(path.join(dir, name), O_PATH | fs.constants.O_NOFOLLOW);
-    } catch (err) {
-      reject(new Error(`the sandbox agent's socket cannot be opened: ${(err as Error).message}`, { cause: err }));
-      return;
-    }
-    let st: fs.Stats;
-    try {
-      st = fs.fstatSync(fd);
-    } catch (err) {
-      fs.closeSync(fd);
-      reject(err instanceof Error ? err : new Error(String(err)));
-      return;
-    }
-    const wrong = !st.isSocket() ? `not a socket (${st.isSymbolicLink() ? 'a symlink' : `mode ${st.mode.toString(8)}`})` : st.uid !== expect.uid ? `owned by uid ${st.uid}` : expect.dev !== undefined && st.dev !== expect.dev ? 'on another filesystem' : null;
-    if (wrong !== null) {
-      fs.closeSync(fd);
-      reject(new Error(`refusing the sandbox agent's socket ${path.join(dir, name)}: it is ${wrong}`));
-      return;
-    }
-    let closed = false;
-    const closeFd = () => {
-      if (closed) return;
-      closed = true;
-      fs.closeSync(fd);
-    };
-    const sock = net.connect({ path: `/proc/self/fd/${fd}`, allowHalfOpen: true });
-    const onAbort = () => {
-      sock.destroy();
-      closeFd();
-      reject(new Error('the sandbox agent did not answer in time'));
-    };
-    signal?.addEventListener('abort', onAbort, { once: true });
-    sock.once('connect', () => {
-      signal?.removeEventListener('abort', onAbort);
-      closeFd();
-      resolve(sock);
-    });
-    sock.once('error', (err) => {
-      signal?.removeEventListener('abort', onAbort);
-      closeFd();
-      reject(err);
-    });
-  });
+  return connectNoFollow(path.join(dir, name), { ...expect, ...(signal ? { signal } : {}) });
 }
 
 class ContainerSandbox implements SandboxHandle {

@@ -18,7 +18,7 @@
  *   (64 KiB, 16 inodes) inside a root-only 0700 directory: the sandbox cannot fill the host's
  *   disk through it, and no hard link to a host socket can appear in it. The sandbox can
  *   still put a symlink there, so the server connects with `connectNoFollow`
- *   (agent-socket.ts: O_PATH|O_NOFOLLOW, fstat, /proc/self/fd/N). `create` only lets the
+ *   (src/sandboxes/agent-socket.ts: O_PATH|O_NOFOLLOW, fstat, /proc/self/fd/N). `create` only lets the
  *   sandbox make sockets, not connect to host ones (`open`).
  * - Pause and resume are `runsc pause`/`runsc resume` (gVisor stops its own kernel's tasks;
  *   memory and processes are kept).
@@ -37,7 +37,7 @@ import { createCgroup, listCgroups, reapStaleCgroups, type Cgroup } from '../../
 import { AGENT_MOUNT, agentArgv, ensureAgentBundle } from '../../sandboxes/agent-bundle.js';
 import { readReply, sendRequest } from '../../sandboxes/protocol.js';
 import { pidStartTime } from '../namespace/sandbox-driver.js';
-import { connectNoFollow } from './agent-socket.js';
+import { connectNoFollow } from '../../sandboxes/agent-socket.js';
 import { ociConfig, SANDBOX_UID } from './bundle.js';
 import { hostLimits } from './host-limits.js';
 import { unmountIfMounted } from './payload.js';
@@ -102,7 +102,7 @@ function logTail(dir: string): string {
 
 /** Connects to the agent and waits for its `ping` answer. */
 async function ping(socket: string, timeoutMs: number): Promise<void> {
-  const sock = await connectNoFollow(socket, AbortSignal.timeout(timeoutMs));
+  const sock = await connectNoFollow(socket, { signal: AbortSignal.timeout(timeoutMs) });
   try {
     sendRequest(sock, { op: 'ping' });
     const r = await readReply(sock, AbortSignal.timeout(timeoutMs));
@@ -197,7 +197,7 @@ class GvisorSandbox implements SandboxHandle {
   }
 
   connect(signal?: AbortSignal): Promise<Duplex> {
-    return connectNoFollow(socketPath(this.p.dir), signal);
+    return connectNoFollow(socketPath(this.p.dir), signal ? { signal } : {});
   }
 
   pause(): Promise<void> {
