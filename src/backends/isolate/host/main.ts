@@ -279,7 +279,8 @@ function takeIdle(spec: HostJob): Slot | undefined {
   }
   if (index < 0) {
     if (list.length < 2 && freshReady(spec.memMB)) return undefined;
-    index = list.length - 1;
+    // None is ready: the one put back first started its context first.
+    index = 0;
   }
   const [slot] = list.splice(index, 1);
   if (slot !== undefined) idleCount--;
