@@ -65,9 +65,10 @@ export interface BwrapOptions {
   readonly stdio?: readonly ['pipe' | 'ignore', 'pipe' | 'ignore', 'pipe' | 'ignore'];
 }
 
-const ETC_PASSWD = `root:x:0:0:root:/root:/bin/sh\nsandbox:x:${SANDBOX_INNER_ID}:${SANDBOX_INNER_ID}:sandbox:/work:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n`;
-const ETC_GROUP = `root:x:0:\nsandbox:x:${SANDBOX_INNER_ID}:\nnogroup:x:65534:\n`;
-const ETC_HOSTS = '127.0.0.1 localhost\n::1 localhost\n';
+/** The sandbox's /etc/passwd, /etc/group and /etc/hosts (uid 1000 is `sandbox`). */
+export const ETC_PASSWD = `root:x:0:0:root:/root:/bin/sh\nsandbox:x:${SANDBOX_INNER_ID}:${SANDBOX_INNER_ID}:sandbox:/work:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n`;
+export const ETC_GROUP = `root:x:0:\nsandbox:x:${SANDBOX_INNER_ID}:\nnogroup:x:65534:\n`;
+export const ETC_HOSTS = '127.0.0.1 localhost\n::1 localhost\n';
 
 const published = new Map<string, string>();
 
@@ -117,6 +118,11 @@ function hostRootEntries(): { name: string; target: string | null }[] {
   return rootLinks;
 }
 
+/** bwrap arguments that give a sandbox the host's /bin, /lib… as the same links (or read-only dirs). */
+export function hostRootArgs(): string[] {
+  return hostRootEntries().flatMap((e) => (e.target === null ? ['--ro-bind', `/${e.name}`, `/${e.name}`] : ['--symlink', e.target, `/${e.name}`]));
+}
+
 /** The bwrap arguments and the data to feed its fds, for `opts`. Exposed for tests and the benchmark floor. */
 export function buildBwrapArgs(opts: BwrapOptions, firstDataFd: number): { args: string[]; data: (Buffer | string)[] } {
   const diskBytes = String(opts.diskMB * 1024 * 1024);
@@ -137,11 +143,7 @@ export function buildBwrapArgs(opts: BwrapOptions, firstDataFd: number): { args:
   const etc = publishStatic('etc', { passwd: ETC_PASSWD, group: ETC_GROUP, hosts: ETC_HOSTS });
   if (opts.rootfs === undefined) {
     // The host's /usr, read-only, and its /bin, /lib… links (or dirs); a generated /etc.
-    args.push('--ro-bind', '/usr', '/usr');
-    for (const e of hostRootEntries()) {
-      if (e.target === null) args.push('--ro-bind', `/${e.name}`, `/${e.name}`);
-      else args.push('--symlink', e.target, `/${e.name}`);
-    }
+    args.push('--ro-bind', '/usr', '/usr', ...hostRootArgs());
     args.push('--proc', '/proc', '--dev', '/dev', '--ro-bind', etc, '/etc');
   } else {
     // An image's root, read-only, keeping its /etc (its libraries need ld.so.cache and the

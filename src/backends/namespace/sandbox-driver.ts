@@ -26,8 +26,9 @@ import type { Duplex } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import type { BackendContext } from '../../core/context.js';
 import type { AttachResult, SandboxCapabilities, SandboxDriver, SandboxHandle, SandboxLimits, SandboxSpec } from '../../core/sandbox.js';
-import { BWRAP_PATH, SANDBOX_HOST_ID, SANDBOX_INNER_ID } from '../../host/bwrap.js';
+import { BWRAP_PATH, ETC_GROUP, ETC_HOSTS, ETC_PASSWD, hostRootArgs, SANDBOX_HOST_ID, SANDBOX_INNER_ID } from '../../host/bwrap.js';
 import { createCgroup, listCgroups, reapStaleCgroups, type Cgroup } from '../../host/cgroups.js';
+import { AGENT_HEAP_MB } from '../../sandboxes/agent-bundle.js';
 import { readReply, sendRequest } from '../../sandboxes/protocol.js';
 
 /** cgroup names of namespace sandboxes start with this (workloads use `ns-`). */
@@ -45,14 +46,8 @@ export function sandboxCgroupPrefix(dataDir: string): string {
 const AGENT_START_TIMEOUT_MS = 15_000;
 /** How often a re-attached sandbox's bwrap pid is checked. */
 const LIVENESS_POLL_MS = 2_000;
-/** The agent's V8 heap cap: it is charged to the sandbox's memory. */
-const AGENT_HEAP_MB = 48;
 /** The node that runs the agent: the server's own when it lives under /usr (the sandbox sees the host's /usr), else /usr/bin/node. */
 const AGENT_NODE = process.execPath.startsWith('/usr/') ? process.execPath : '/usr/bin/node';
-
-const ETC_PASSWD = `root:x:0:0:root:/root:/bin/sh\nsandbox:x:${SANDBOX_INNER_ID}:${SANDBOX_INNER_ID}:sandbox:/work:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n`;
-const ETC_GROUP = `root:x:0:\nsandbox:x:${SANDBOX_INNER_ID}:\nnogroup:x:65534:\n`;
-const ETC_HOSTS = '127.0.0.1 localhost\n::1 localhost\n';
 
 /** What the driver stores to re-attach. */
 interface Persisted {
@@ -79,20 +74,6 @@ export function pidStartTime(pid: number): string | null {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-function rootEntries(): string[] {
-  const args: string[] = [];
-  for (const name of ['bin', 'sbin', 'lib', 'lib32', 'lib64', 'libx32']) {
-    try {
-      const st = fs.lstatSync(`/${name}`);
-      if (st.isSymbolicLink()) args.push('--symlink', fs.readlinkSync(`/${name}`), `/${name}`);
-      else if (st.isDirectory()) args.push('--ro-bind', `/${name}`, `/${name}`);
-    } catch {
-      // absent on this host
-    }
-  }
-  return args;
-}
 
 /** Connects to an agent socket and waits for its `ping` answer. */
 async function ping(socketPath: string, timeoutMs: number): Promise<void> {
@@ -240,7 +221,7 @@ export class NamespaceSandboxDriver implements SandboxDriver {
       '--ro-bind',
       '/usr',
       '/usr',
-      ...rootEntries(),
+      ...hostRootArgs(),
       '--proc',
       '/proc',
       '--dev',
