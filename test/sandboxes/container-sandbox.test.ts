@@ -14,13 +14,13 @@ import os from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
-import WebSocket from 'ws';
 import { LABEL_MANAGED, LABEL_NODE, LABEL_SANDBOX } from '../../src/backends/container/container-backend.js';
 import { DockerClient, dockerSocketPath } from '../../src/backends/container/docker-client.js';
 import { connectConfined, SOCKET_MOUNT, SOCKET_NAME } from '../../src/backends/container/sandbox-driver.js';
 import { dataDirTag } from '../../src/core/config.js';
 import { Sandbox } from '../../src/sdk/index.js';
 import { spawnVulcanServe, type ServeProcess } from '../../src/server/spawn-serve.js';
+import { checkPtyShell } from '../helpers/pty.js';
 import { containerLeftovers, TEST_IMAGES_DIR } from './container-helpers.js';
 
 const skipReason = !fs.existsSync(dockerSocketPath())
@@ -314,36 +314,7 @@ describe('container sandboxes through the API', { skip: skipReason ?? false }, (
 
   it('the PTY shell over the WebSocket: a terminal with resize and the exit code', { timeout: 30_000 }, async () => {
     const s = await create();
-    const ws = new WebSocket(s.shellUrl({ cmd: ['/bin/sh'], rows: 30, cols: 100 }));
-    let out = '';
-    const exit = new Promise<{ exit_code: number }>((resolve, reject) => {
-      ws.on('message', (data, isBinary) => {
-        if (isBinary) out += (data as Buffer).toString();
-        else {
-          const m = JSON.parse((data as Buffer).toString()) as { type: string; exit_code: number };
-          if (m.type === 'exit') resolve(m);
-        }
-      });
-      ws.on('error', reject);
-    });
-    await new Promise((r, j) => {
-      ws.once('open', r);
-      ws.once('error', j);
-    });
-    const waitOut = async (re: RegExp) => {
-      for (let i = 0; i < 100 && !re.test(out); i++) await sleep(50);
-      assert.match(out, re);
-    };
-    ws.send(Buffer.from('tty; stty size; echo $((6*7))\n'), { binary: true });
-    await waitOut(/42/);
-    assert.match(out, /\/dev\/pts\/\d+/);
-    assert.match(out, /30 100/);
-    ws.send(JSON.stringify({ type: 'resize', rows: 50, cols: 132 }));
-    await sleep(100);
-    ws.send(Buffer.from('stty size\n'), { binary: true });
-    await waitOut(/50 132/);
-    ws.send(Buffer.from('exit 3\n'), { binary: true });
-    assert.equal((await exit).exit_code, 3);
+    await checkPtyShell(s);
     await s.destroy();
   });
 

@@ -14,13 +14,13 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import WebSocket from 'ws';
 import { connectNoFollow } from '../../src/sandboxes/agent-socket.js';
 import { gvisorSandboxCgroupPrefix, gvisorSandboxRoot } from '../../src/backends/gvisor/sandbox-driver.js';
 import { findRunsc } from '../../src/backends/gvisor/runsc.js';
 import { reapStaleCgroups } from '../../src/host/cgroups.js';
 import { Sandbox } from '../../src/sdk/index.js';
 import { eventually, tempDir } from '../helpers/context.js';
+import { checkPtyShell } from '../helpers/pty.js';
 import { gvisorSandboxLeftovers, startGvisorServe } from './gvisor-helpers.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -209,36 +209,7 @@ describe('sandboxes on gvisor', { skip: SKIP }, () => {
   });
 
   it('WebSocket exec: an interactive PTY with resize, and the exit code out', { timeout: 30_000 }, async () => {
-    const ws = new WebSocket(sbx.shellUrl({ cmd: ['/bin/sh'], rows: 30, cols: 100 }));
-    let out = '';
-    const exit = new Promise<{ exit_code: number }>((resolve, reject) => {
-      ws.on('message', (data, isBinary) => {
-        if (isBinary) out += (data as Buffer).toString();
-        else {
-          const m = JSON.parse((data as Buffer).toString()) as { type: string; exit_code: number };
-          if (m.type === 'exit') resolve(m);
-        }
-      });
-      ws.on('error', reject);
-    });
-    await new Promise((r, j) => {
-      ws.once('open', r);
-      ws.once('error', j);
-    });
-    const waitOut = async (re: RegExp) => {
-      for (let i = 0; i < 200 && !re.test(out); i++) await sleep(50);
-      assert.match(out, re);
-    };
-    ws.send(Buffer.from('tty; stty size; echo $((6*7))\n'), { binary: true });
-    await waitOut(/42/);
-    assert.match(out, /\/dev\/pts\/\d+/);
-    assert.match(out, /30 100/);
-    ws.send(JSON.stringify({ type: 'resize', rows: 50, cols: 132 }));
-    await sleep(200);
-    ws.send(JSON.stringify({ type: 'stdin', data: 'stty size\n' }));
-    await waitOut(/50 132/);
-    ws.send(Buffer.from('exit 3\n'), { binary: true });
-    assert.equal((await exit).exit_code, 3);
+    await checkPtyShell(sbx, { polls: 200, resizeSettleMs: 200 });
   });
 
   it('an unknown image is refused with a clear error and starts nothing', async () => {

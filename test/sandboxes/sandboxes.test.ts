@@ -16,6 +16,7 @@ import { after, before, describe, it } from 'node:test';
 import WebSocket from 'ws';
 import { sandboxCgroupPrefix } from '../../src/backends/namespace/sandbox-driver.js';
 import { Sandbox, SandboxDestroyedError, type ExecResult } from '../../src/sdk/index.js';
+import { checkPtyShell } from '../helpers/pty.js';
 import { cgroupsLeft } from '../helpers/context.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
 
@@ -353,37 +354,7 @@ s.listen(9090, '127.0.0.1');`;
   });
 
   it('WebSocket exec: an interactive PTY with resize, and the exit code out', { timeout: 20_000 }, async () => {
-    const ws = new WebSocket(sbx.shellUrl({ cmd: ['/bin/sh'], rows: 30, cols: 100 }));
-    let out = '';
-    const exit = new Promise<{ exit_code: number }>((resolve, reject) => {
-      ws.on('message', (data, isBinary) => {
-        if (isBinary) out += (data as Buffer).toString();
-        else {
-          const m = JSON.parse((data as Buffer).toString()) as { type: string; exit_code: number };
-          if (m.type === 'exit') resolve(m);
-        }
-      });
-      ws.on('error', reject);
-    });
-    await new Promise((r, j) => {
-      ws.once('open', r);
-      ws.once('error', j);
-    });
-    const waitOut = async (re: RegExp) => {
-      for (let i = 0; i < 100 && !re.test(out); i++) await sleep(50);
-      assert.match(out, re);
-    };
-    ws.send(Buffer.from('tty; stty size; echo $((6*7))\n'), { binary: true });
-    await waitOut(/42/);
-    assert.match(out, /\/dev\/pts\/\d+/);
-    assert.match(out, /30 100/);
-    ws.send(JSON.stringify({ type: 'resize', rows: 50, cols: 132 }));
-    await sleep(100);
-    ws.send(JSON.stringify({ type: 'stdin', data: 'stty size\n' }));
-    await waitOut(/50 132/);
-    ws.send(Buffer.from('exit 3\n'), { binary: true });
-    const e = await exit;
-    assert.equal(e.exit_code, 3);
+    await checkPtyShell(sbx);
     // Without a PTY: stderr apart, and signals reach the command.
     const plain = new WebSocket(sbx.shellUrl({ cmd: ['sh', '-c', 'echo ready >&2; sleep 60'], pty: false }));
     const ended = await new Promise<{ type: string; signal?: string | null }>((resolve, reject) => {
