@@ -55,6 +55,15 @@ function decodeWaitStatus(status: number): Exit {
   return { code: null, signal: SIGNAL_NAMES.get(sig) ?? 'SIGKILL' };
 }
 
+/** A request to vulcan-spawnd: u32le length, the type, the token, then `body`. */
+function controlFrame(type: 'S' | 'K', token: Buffer, body: Buffer): Buffer {
+  const head = Buffer.alloc(4 + 1 + TOKEN_BYTES);
+  head.writeUInt32LE(1 + TOKEN_BYTES + body.length, 0);
+  head.write(type, 4, 'latin1');
+  token.copy(head, 5);
+  return Buffer.concat([head, body]);
+}
+
 /** Removes socket directories of servers that are gone. */
 function sweepStale(): void {
   let names: string[];
@@ -142,13 +151,7 @@ export class Spawner {
     this.jobs.set(key, job);
     this.refWhileBusy();
 
-    const strings = Buffer.from([opts.file, ...opts.args].map((s) => `${s}\0`).join(''));
-    const header = Buffer.alloc(4 + 1 + TOKEN_BYTES + 1);
-    header.writeUInt32LE(1 + TOKEN_BYTES + 1 + strings.length, 0);
-    header.write('S', 4, 'latin1');
-    token.copy(header, 5);
-    header.writeUInt8(slots, 5 + TOKEN_BYTES);
-    this.send(Buffer.concat([header, strings]));
+    this.send(controlFrame('S', token, Buffer.concat([Buffer.from([slots]), Buffer.from([opts.file, ...opts.args].map((s) => `${s}\0`).join(''))])));
 
     const ended = [...sinks.values()].map((s) => new Promise<void>((resolve) => s.once('end', resolve).once('close', resolve)));
     const closed = exited.then(async (exit) => {
@@ -163,13 +166,7 @@ export class Spawner {
       closed,
       kill: (signal) => {
         if (job.exit || this.dead) return;
-        const num = os.constants.signals[signal];
-        const frame = Buffer.alloc(4 + 1 + TOKEN_BYTES + 1);
-        frame.writeUInt32LE(1 + TOKEN_BYTES + 1, 0);
-        frame.write('K', 4, 'latin1');
-        token.copy(frame, 5);
-        frame.writeUInt8(num, 5 + TOKEN_BYTES);
-        this.send(frame);
+        this.send(controlFrame('K', token, Buffer.from([os.constants.signals[signal]])));
       },
     };
   }
