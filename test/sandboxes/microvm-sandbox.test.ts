@@ -3,16 +3,18 @@
  * - the channel multiplexer's host side against a hostile guest (real unix sockets; the
  *   "guest" end writes raw frames): oversize lengths, unknown types, unknown channel ids,
  *   window overruns, data after EOF; and a clean round trip with flow control;
+ * - connecting to a QEMU socket that is bound but not yet listening (QEMU binds, then listens);
  * - isolation seen from inside a real microVM sandbox through the HTTP API: its own guest
  *   kernel, no host files, no network.
  */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { connectUnix } from '../../src/backends/microvm/sandbox-driver.js';
 import { ChannelMux, MUX_MAX_FRAME_BYTES, MUX_WINDOW_BYTES, MuxType } from '../../src/backends/microvm/mux.js';
 import { loadConfig } from '../../src/core/config.js';
 import { Sandbox } from '../../src/sdk/index.js';
@@ -161,6 +163,39 @@ const noQemu = (() => {
     return 'qemu-system-x86_64 is not installed (scripts/setup.d/40-microvm.sh)';
   }
 })();
+
+describe('microvm sandbox: connecting to QEMU sockets', () => {
+  it('waits out a socket that is bound but not listening yet, and without settling reports the refusal', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vulcan-settle-'));
+    const p = path.join(dir, 'qmp.sock');
+    // What QEMU does: bind() first, listen() a moment later. Python, because node binds and
+    // listens in one call.
+    const py = [
+      'import socket,sys,time',
+      's=socket.socket(socket.AF_UNIX)',
+      `s.bind(${JSON.stringify(p)})`,
+      'print("bound",flush=True)',
+      'time.sleep(0.3)',
+      's.listen(1)',
+      'c,_=s.accept()',
+      'c.sendall(b"hello")',
+      'c.close()',
+    ].join('\n');
+    const child = spawn('python3', ['-c', py], { stdio: ['ignore', 'pipe', 'inherit'] });
+    try {
+      await new Promise<void>((r) => child.stdout.once('data', () => r()));
+      assert.ok(fs.existsSync(p), 'the socket file exists before listen()');
+      await assert.rejects(connectUnix(p), { code: 'ECONNREFUSED' }, 'without settling, a bound socket refuses');
+      const sock = await connectUnix(p, undefined, 2_000);
+      const got = await new Promise<string>((r) => sock.once('data', (c: Buffer) => r(c.toString())));
+      assert.equal(got, 'hello');
+      sock.destroy();
+    } finally {
+      child.kill();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
 
 describe('microvm sandbox: isolation seen from inside', { skip: noQemu || undefined }, () => {
   let server: ServeProcess;

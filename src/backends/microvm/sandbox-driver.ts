@@ -50,6 +50,8 @@ const AGENT_START_TIMEOUT_MS = 180_000;
 const ATTACH_TIMEOUT_MS = 60_000;
 const QMP_TIMEOUT_MS = 10_000;
 const SOCKET_WAIT_MS = 15_000;
+/** How long a freshly created QEMU socket may refuse connections before listen() catches up. */
+const SOCKET_SETTLE_MS = 2_000;
 const LIVENESS_POLL_MS = 1_000;
 const CONSOLE_TAIL_BYTES = 16 * 1024;
 /** Longest unix socket path (sun_path is 108 bytes with its NUL). */
@@ -113,7 +115,25 @@ async function killAndWait(pid: number, pidStart: string): Promise<void> {
   }
 }
 
-function connectUnix(p: string, signal?: AbortSignal): Promise<net.Socket> {
+/**
+ * Connects to a unix socket. QEMU binds its listening sockets before it calls listen(), so a
+ * socket file can exist for a moment while connecting is still refused: with `settleMs`, a
+ * refused or missing socket is tried again every 10 ms for that long.
+ */
+export async function connectUnix(p: string, signal?: AbortSignal, settleMs = 0): Promise<net.Socket> {
+  const until = performance.now() + settleMs;
+  for (;;) {
+    try {
+      return await connectUnixOnce(p, signal);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if ((code !== 'ECONNREFUSED' && code !== 'ENOENT') || performance.now() >= until || signal?.aborted) throw err;
+      await sleep(10);
+    }
+  }
+}
+
+function connectUnixOnce(p: string, signal?: AbortSignal): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
     const sock = net.connect({ path: p });
     const onAbort = () => {
@@ -259,8 +279,8 @@ class MicrovmSandbox implements SandboxHandle {
 }
 
 /** Connects to a VM's channel socket and says HELLO. */
-async function handshake(dir: string, deadlineMs: number, signal?: AbortSignal): Promise<ChannelMux> {
-  const sock = await connectUnix(path.join(dir, 'mux.sock'), signal);
+async function handshake(dir: string, deadlineMs: number, signal?: AbortSignal, settleMs = 0): Promise<ChannelMux> {
+  const sock = await connectUnix(path.join(dir, 'mux.sock'), signal, settleMs);
   try {
     return await ChannelMux.handshake(sock, deadlineMs, signal);
   } catch (err) {
@@ -283,8 +303,8 @@ async function ping(mux: ChannelMux, timeoutMs: number): Promise<void> {
 }
 
 /** Connects QMP and the console of a VM whose sockets exist. */
-async function link(dir: string, signal?: AbortSignal): Promise<Links> {
-  const qmpSock = await connectUnix(path.join(dir, 'qmp.sock'), signal);
+async function link(dir: string, signal?: AbortSignal, settleMs = 0): Promise<Links> {
+  const qmpSock = await connectUnix(path.join(dir, 'qmp.sock'), signal, settleMs);
   const qmp = new Qmp(qmpSock);
   try {
     await withTimeout(qmp.handshake(), QMP_TIMEOUT_MS, 'QMP');
@@ -292,7 +312,7 @@ async function link(dir: string, signal?: AbortSignal): Promise<Links> {
     qmpSock.destroy();
     throw err;
   }
-  const consoleSock = await connectUnix(path.join(dir, 'con.sock'), signal).catch(() => undefined);
+  const consoleSock = await connectUnix(path.join(dir, 'con.sock'), signal, settleMs).catch(() => undefined);
   return { qmp, qmpSock, consoleSock };
 }
 
@@ -410,7 +430,7 @@ export class MicrovmSandboxDriver implements SandboxDriver {
         if (performance.now() - t0 > SOCKET_WAIT_MS) throw new Error(`QEMU did not create its sockets within ${SOCKET_WAIT_MS} ms`);
         await Promise.race([exited, sleep(20)]);
       }
-      links = await Promise.race([exited, link(dir, startSignal)]);
+      links = await Promise.race([exited, link(dir, startSignal, SOCKET_SETTLE_MS)]);
       const consoleText: Buffer[] = [];
       links.consoleSock?.on('data', (c: Buffer) => {
         consoleText.push(c);
@@ -418,7 +438,7 @@ export class MicrovmSandboxDriver implements SandboxDriver {
       });
       const tail = () => Buffer.concat(consoleText).toString('utf8').trim().split('\n').slice(-5).join(' | ');
       try {
-        mux = await Promise.race([exited, handshake(dir, deadline, startSignal)]);
+        mux = await Promise.race([exited, handshake(dir, deadline, startSignal, SOCKET_SETTLE_MS)]);
         for (;;) {
           try {
             await Promise.race([exited, ping(mux, 5_000)]);
