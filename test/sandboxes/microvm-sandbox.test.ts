@@ -5,7 +5,12 @@
  *   window overruns, data after EOF; and a clean round trip with flow control;
  * - connecting to a QEMU socket that is bound but not yet listening (QEMU binds, then listens);
  * - isolation seen from inside a real microVM sandbox through the HTTP API: its own guest
- *   kernel, no host files, no network.
+ *   kernel, no host files, no network;
+ * - pause to disk, seen from inside the guest and on the host: a background process keeps
+ *   its pid and runs on, a file in the guest's tmpfs survives, QEMU is gone while paused and
+ *   the snapshot is there, the snapshot is gone after resume and destroy; the fallback to a
+ *   plain QMP stop when the save fails; a failed resume; a paused sandbox across a server
+ *   restart (re-attached paused, lost without its snapshot, an orphan's snapshot reaped).
  */
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
@@ -19,6 +24,8 @@ import { ChannelMux, MUX_MAX_FRAME_BYTES, MUX_WINDOW_BYTES, MuxType } from '../.
 import { loadConfig } from '../../src/core/config.js';
 import { Sandbox } from '../../src/sdk/index.js';
 import { spawnVulcanServe, type ServeProcess } from '../../src/server/spawn-serve.js';
+import { createHash } from 'node:crypto';
+import { processesWith } from '../helpers/context.js';
 import { microvmSandboxLeftovers } from './microvm-leftovers.js';
 
 function frame(type: number, id: number, payload: Buffer = Buffer.alloc(0), declared?: number): Buffer {
@@ -250,3 +257,199 @@ describe('microvm sandbox: isolation seen from inside', { skip: noQemu || undefi
     assert.equal(r.stdout, "blocked 1.1.1.1\nblocked 10.0.2.2\n['lo']\n");
   });
 });
+
+describe('microvm sandbox: pause to disk', { skip: noQemu || undefined }, () => {
+  let server: ServeProcess;
+  let dataDir: string;
+  const made: Sandbox[] = [];
+  let sbx: Sandbox;
+  /** The background process started before the first pause: pid and start time (stat field 22). */
+  let bg: { pid: string; start: string };
+
+  const env = () => ({ VULCAN_IMAGES_DATA_DIR: loadConfig().imagesDataDir });
+  const vmDir = (id: string) => path.join(dataDir, 'microvm', 'sbx', id);
+  const tag = (id: string) => `vulcan-sbx-${createHash('sha256').update(dataDir).digest('hex').slice(0, 8)}-${id}`;
+  const qemus = (id: string) => processesWith('qemu-system', tag(id));
+  const snapshot = (id: string) => path.join(vmDir(id), 'snapshot.vmstate');
+  /** Pid, start time and state of `pid` as the guest sees it, the file in /tmp, and the tick counter. */
+  const probe = async (s: Sandbox, pid: string) => {
+    const r = await s.exec(['sh', '-c', `cut -d' ' -f3,22 /proc/${pid}/stat; cat /tmp/ram-canary.txt; cat /tmp/ticks`]);
+    assert.equal(r.exit_code, 0, r.stderr);
+    const [stat = '', canary = '', ticks = ''] = r.stdout.trim().split('\n');
+    const [state = '', start = ''] = stat.split(' ');
+    return { state, start, canary, ticks: Number(ticks) };
+  };
+  const p50 = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? NaN;
+
+  before(async () => {
+    dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'vulcan-mvmpz-'));
+    server = await spawnVulcanServe({ dataDir, env: env(), timeoutMs: 120_000 });
+    sbx = await Sandbox.create({ url: server.url, isolation: 'microvm', image: 'python', ttlS: 900 });
+    made.push(sbx);
+    // /tmp is the overlay's tmpfs upper layer: guest RAM, nothing on the host's disk.
+    const r = await sbx.exec(['sh', '-c', [
+      "grep -E ' / overlay | /tmp ' /proc/mounts | head -1",
+      'echo "written before the pause $$" > /tmp/ram-canary.txt',
+      "nohup sh -c 'i=0; while :; do i=$((i+1)); echo $i > /tmp/ticks; sleep 0.1; done' >/dev/null 2>&1 &",
+      'echo $!',
+    ].join('\n')]);
+    assert.equal(r.exit_code, 0, r.stderr);
+    const [mounts = '', pid = ''] = r.stdout.trim().split('\n');
+    assert.match(mounts, /overlay/, 'the sandbox root is the tmpfs-backed overlay');
+    const st = await probe(sbx, pid);
+    bg = { pid, start: st.start };
+  });
+  after(async () => {
+    for (const s of made) await s.destroy().catch(() => undefined);
+    await server?.stop();
+    const left = await microvmSandboxLeftovers(dataDir);
+    fs.rmSync(dataDir, { recursive: true, force: true });
+    assert.deepEqual(left, [], `left on the host by sandboxes ${made.map((s) => s.id).join(', ')}`);
+  });
+
+  it('pause ends QEMU and keeps a snapshot; resume brings back the same processes and RAM, and drops the snapshot', async () => {
+    const rootDisk = qemuDisk(sbx.id);
+    const diskBefore = fs.statSync(rootDisk);
+    const canary = (await probe(sbx, bg.pid)).canary;
+    assert.match(canary, /^written before the pause \d+$/);
+    const pauseMs: number[] = [];
+    const resumeMs: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      const before = await probe(sbx, bg.pid);
+      let t0 = performance.now();
+      const p = await sbx.pause();
+      pauseMs.push(performance.now() - t0);
+      assert.equal(p.state, 'paused');
+      assert.deepEqual(qemus(sbx.id), [], 'no QEMU holds the paused sandbox');
+      const size = fs.statSync(snapshot(sbx.id)).size;
+      assert.ok(size > 16 * 1024 * 1024, `the snapshot holds the guest's RAM (${size} bytes)`);
+      assert.ok(fs.existsSync(path.join(vmDir(sbx.id), 'snapshot.json')));
+      const refused = await sbx.exec(['true']).then(() => 0, (e: { status?: number }) => e.status ?? -1);
+      assert.equal(refused, 409, 'exec while paused is refused');
+      t0 = performance.now();
+      await sbx.resume();
+      resumeMs.push(performance.now() - t0);
+      assert.equal(fs.existsSync(snapshot(sbx.id)), false, 'the snapshot is deleted after a resume');
+      assert.equal(fs.existsSync(path.join(vmDir(sbx.id), 'snapshot.json')), false);
+      assert.equal(qemus(sbx.id).length, 1, 'one QEMU runs the resumed sandbox');
+      const afterResume = await probe(sbx, bg.pid);
+      assert.equal(afterResume.start, bg.start, 'the background process is the same one (pid and start time)');
+      assert.notEqual(afterResume.state, 'Z');
+      assert.equal(afterResume.canary, canary, 'the file in the guest tmpfs survived');
+      assert.ok(afterResume.ticks >= before.ticks, `the counter kept its value (${before.ticks} → ${afterResume.ticks})`);
+      await new Promise((r) => setTimeout(r, 1_000));
+      const later = await probe(sbx, bg.pid);
+      assert.ok(later.ticks > afterResume.ticks, `the background process runs on after resume (${afterResume.ticks} → ${later.ticks})`);
+    }
+    const diskAfter = fs.statSync(rootDisk);
+    assert.deepEqual([diskAfter.size, diskAfter.mtimeMs], [diskBefore.size, diskBefore.mtimeMs], 'the root disk did not change');
+    console.log(`# microvm pause to disk p50 ${Math.round(p50(pauseMs))} ms [${pauseMs.map(Math.round).join(', ')}], resume p50 ${Math.round(p50(resumeMs))} ms [${resumeMs.map(Math.round).join(', ')}], load ${os.loadavg()[0]?.toFixed(2)}`);
+  });
+
+  it('falls back to a plain QMP stop when the state cannot be saved, and resumes from that', async () => {
+    // A directory where the state file goes: opening it for writing fails (as a full disk would).
+    const part = path.join(vmDir(sbx.id), 'snapshot.vmstate.part');
+    fs.mkdirSync(part);
+    const running = await cpuMsOver(qemuPid(sbx.id), 1_500);
+    try {
+      const p = await sbx.pause();
+      assert.equal(p.state, 'paused');
+      assert.equal(qemus(sbx.id).length, 1, 'the QEMU is kept, stopped');
+      assert.equal(fs.existsSync(snapshot(sbx.id)), false);
+      // A stopped TCG guest costs its QEMU next to no CPU; the running one (a shell loop) costs plenty.
+      const used = await cpuMsOver(qemuPid(sbx.id), 1_500);
+      assert.ok(used < Math.max(50, running / 3), `the stopped guest's QEMU used ${used} ms of CPU in 1.5 s (${running} ms running)`);
+    } finally {
+      fs.rmSync(part, { recursive: true, force: true });
+    }
+    await sbx.resume();
+    const st = await probe(sbx, bg.pid);
+    assert.equal(st.start, bg.start);
+  });
+
+  it('a failed resume leaves a clear error and no QEMU, keeps the snapshot, and a later resume works', async () => {
+    await sbx.pause();
+    const file = snapshot(sbx.id);
+    const whole = `${file}.whole`;
+    fs.renameSync(file, whole);
+    fs.writeFileSync(file, fs.readFileSync(whole).subarray(0, 1024 * 1024));
+    try {
+      const err = await sbx.resume().then(() => undefined, (e: Error & { status?: number; code?: string }) => e);
+      assert.ok(err, 'resuming from a truncated snapshot fails');
+      assert.equal(err.status, 503);
+      assert.match(err.message, /cannot resume sandbox .* from its snapshot: .*QEMU exited.*the snapshot is kept/s);
+      assert.deepEqual(qemus(sbx.id), [], 'nothing of the failed resume runs');
+      assert.equal((await sbx.refresh()).state, 'paused');
+    } finally {
+      fs.renameSync(whole, file);
+    }
+    await sbx.resume();
+    const st = await probe(sbx, bg.pid);
+    assert.equal(st.start, bg.start);
+  });
+
+  it('across a server restart: paused to disk comes back paused and resumes; without its snapshot it is lost; an orphan snapshot is reaped', async () => {
+    const other = await Sandbox.create({ url: server.url, isolation: 'microvm', image: 'python', ttlS: 900 });
+    made.push(other);
+    await sbx.pause();
+    await other.pause();
+    await server.stop();
+    // other loses its snapshot; a directory with a snapshot but no record is an orphan.
+    fs.rmSync(snapshot(other.id));
+    const orphan = vmDir('01ORPHANORPHANORPHANORPHAN');
+    fs.mkdirSync(orphan);
+    fs.copyFileSync(path.join(vmDir(sbx.id), 'snapshot.json'), path.join(orphan, 'snapshot.json'));
+    fs.writeFileSync(path.join(orphan, 'snapshot.vmstate'), Buffer.alloc(1024 * 1024, 1));
+    server = await spawnVulcanServe({ dataDir, env: env(), timeoutMs: 120_000 });
+    const again = await Sandbox.connect(sbx.id, { url: server.url });
+    made.splice(made.indexOf(sbx), 1, again);
+    sbx = again;
+    assert.equal(again.info.state, 'paused', `after the restart the sandbox is ${again.info.state} (${again.info.end_reason ?? ''})`);
+    assert.deepEqual(qemus(again.id), [], 'still no QEMU while paused');
+    assert.ok(fs.existsSync(snapshot(again.id)), 'the snapshot is still there');
+    const lost = await Sandbox.connect(other.id, { url: server.url }).then((s) => s.info);
+    assert.equal(lost.state, 'lost');
+    assert.match(lost.end_reason ?? '', /no snapshot/);
+    assert.equal(fs.existsSync(vmDir(other.id)), false, 'the lost sandbox left nothing');
+    assert.equal(fs.existsSync(orphan), false, 'the orphan snapshot was removed');
+    await again.resume();
+    const st = await probe(again, bg.pid);
+    assert.equal(st.start, bg.start, 'the background process survived the pause and the restart');
+    assert.match(st.canary, /^written before the pause/);
+    assert.equal(fs.existsSync(snapshot(again.id)), false);
+  });
+
+  it('destroy while paused removes the snapshot, the directory and every process', async () => {
+    await sbx.pause();
+    assert.ok(fs.existsSync(snapshot(sbx.id)));
+    await sbx.destroy();
+    assert.equal((await sbx.refresh()).state, 'destroyed');
+    assert.equal(fs.existsSync(vmDir(sbx.id)), false);
+    assert.deepEqual(qemus(sbx.id), []);
+  });
+
+  /** The pid of a sandbox's running QEMU (vm.json). */
+  function qemuPid(id: string): number {
+    return (JSON.parse(fs.readFileSync(path.join(vmDir(id), 'vm.json'), 'utf8')) as { pid: number }).pid;
+  }
+
+  /** The root disk a sandbox's QEMU was started with (vm.json). */
+  function qemuDisk(id: string): string {
+    const meta = JSON.parse(fs.readFileSync(path.join(vmDir(id), 'vm.json'), 'utf8')) as { disks: string[] };
+    const d = meta.disks[0];
+    assert.ok(d, 'vm.json names the root disk');
+    return d;
+  }
+});
+
+/** CPU time (user + system) `pid` uses over `ms`, in ms. */
+async function cpuMsOver(pid: number, ms: number): Promise<number> {
+  const ticks = () => {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return Number(f[11]) + Number(f[12]);
+  };
+  const a = ticks();
+  await new Promise((r) => setTimeout(r, ms));
+  return ((ticks() - a) * 1000) / 100;
+}

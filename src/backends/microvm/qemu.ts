@@ -12,6 +12,7 @@ import { once } from 'node:events';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
+import { pipeline } from 'node:stream/promises';
 import type { Accel, VmConfig, VmExit, VmHandle, Vmm } from './vmm.js';
 
 /** The QEMU binary; Debian's qemu-system-x86 package. */
@@ -138,9 +139,8 @@ export function qemuArgs(cfg: VmConfig, accel: Accel, kernelArgs: readonly strin
     // The state is loaded over QMP once x-ignore-shared is set (start()).
     args.push('-incoming', 'defer');
   }
-  // seccomp: no exec, no privilege changes once the guest runs. Templates must exec `cat`
-  // to save their state, so they keep spawn; they never run user code.
-  args.push('-sandbox', `on,obsolete=deny,elevateprivileges=deny,resourcecontrol=deny${cfg.control ? '' : ',spawn=deny'}`);
+  // seccomp: no exec, no privilege changes once the guest runs (saveVmState needs no exec).
+  args.push('-sandbox', 'on,obsolete=deny,elevateprivileges=deny,resourcecontrol=deny,spawn=deny');
   return args;
 }
 
@@ -190,6 +190,88 @@ export class Qmp {
   }
 }
 
+/** The unix socket a VM's state is streamed through, in the VM's directory. */
+export const MIGRATION_SOCKET = 'mig.sock';
+/** Migration bandwidth cap while saving a stopped guest: none worth the name (QEMU's default is 128 MiB/s). */
+const SAVE_BANDWIDTH_BYTES_PER_S = 64 * 1024 ** 3;
+const MIGRATION_POLL_MS = 20;
+
+/** Where `saveVmState` writes, and the socket QEMU streams the state through. */
+export interface SaveTarget {
+  /** The state file; written in place, removed again when the save fails. */
+  readonly file: string;
+  /** A unix socket path the host listens on while QEMU sends (removed afterwards). */
+  readonly socketPath: string;
+}
+
+/**
+ * Stops the guest and saves its state (devices, and RAM unless `x-ignore-shared` leaves it in
+ * a shared memory file) to `target.file`. Resolves with the bytes written.
+ *
+ * QEMU 7.2 has no `file:` migration target, `exec:` needs the seccomp `spawn` permission and
+ * `fd:` needs SCM_RIGHTS, which node cannot send: so QEMU connects to a unix socket the host
+ * listens on and the host writes the stream to the file. Only a paused guest is saved:
+ * migrating a running TCG guest restored corrupt memory (MACHINE-NOTES.md).
+ */
+export async function saveVmState(qmp: Qmp, target: SaveTarget, signal: AbortSignal): Promise<number> {
+  signal.throwIfAborted();
+  await qmp.execute('stop');
+  await fs.promises.rm(target.socketPath, { force: true });
+  const server = await listen(target.socketPath);
+  const out = fs.createWriteStream(target.file, { mode: 0o600 });
+  const opened = once(out, 'open');
+  let conn: net.Socket | undefined;
+  try {
+    await opened;
+    const connected = firstConnection(server);
+    await qmp.execute('migrate-set-parameters', { 'max-bandwidth': SAVE_BANDWIDTH_BYTES_PER_S });
+    await qmp.execute('migrate', { uri: `unix:${target.socketPath}` });
+    let streamed = false;
+    const written = (async () => {
+      conn = await connected;
+      await pipeline(conn, out);
+      streamed = true;
+    })();
+    written.catch(() => undefined);
+    for (;;) {
+      signal.throwIfAborted();
+      const info = (await qmp.execute('query-migrate')) as { status?: string; 'error-desc'?: string };
+      if (info.status === 'completed') break;
+      if (info.status === 'failed' || info.status === 'cancelled') throw new Error(`saving the VM state failed: ${info['error-desc'] ?? info.status}`);
+      // A failed write (disk full) ends the wait at once.
+      await Promise.race([new Promise((r) => setTimeout(r, MIGRATION_POLL_MS)), ...(streamed ? [] : [written])]);
+    }
+    // QEMU closes the stream once it is done: the file is whole when the pipeline ends.
+    await written;
+    return out.bytesWritten;
+  } catch (err) {
+    await qmp.execute('migrate_cancel').catch(() => undefined);
+    conn?.destroy();
+    out.destroy();
+    await fs.promises.rm(target.file, { force: true }).catch(() => undefined);
+    throw err;
+  } finally {
+    server.close();
+    await fs.promises.rm(target.socketPath, { force: true });
+  }
+}
+
+/**
+ * Loads a saved state into a QEMU started with `-incoming defer` whose fd 3 is the state
+ * file (spawn's stdio), so no helper process is needed. With `wait`, resolves once the load
+ * is complete and returns the run state it left (`paused` for a guest saved while stopped).
+ */
+export async function loadVmState(qmp: Qmp, opts: { readonly wait: boolean; readonly signal?: AbortSignal }): Promise<string | undefined> {
+  await qmp.execute('migrate-incoming', { uri: 'fd:3' });
+  if (!opts.wait) return undefined;
+  for (;;) {
+    opts.signal?.throwIfAborted();
+    const st = (await qmp.execute('query-status')) as { status?: string };
+    if (st.status !== 'inmigrate') return st.status;
+    await new Promise((r) => setTimeout(r, MIGRATION_POLL_MS));
+  }
+}
+
 class QemuVm implements VmHandle {
   readonly pid: number;
   readonly exited: Promise<VmExit>;
@@ -226,18 +308,8 @@ class QemuVm implements VmHandle {
   }
 
   async saveState(file: string, signal: AbortSignal): Promise<void> {
-    const qmp = this.qmp;
-    if (!qmp) throw new Error('saveState needs a VM started with control: true');
-    // Only a paused guest is saved: migrating a running TCG guest restored corrupt memory.
-    await qmp.execute('stop');
-    await qmp.execute('migrate', { uri: `exec:cat > '${file.replace(/'/g, `'\\''`)}'` });
-    for (;;) {
-      signal.throwIfAborted();
-      const info = (await qmp.execute('query-migrate')) as { status?: string; 'error-desc'?: string };
-      if (info.status === 'completed') return;
-      if (info.status === 'failed' || info.status === 'cancelled') throw new Error(`snapshot failed: ${info['error-desc'] ?? info.status}`);
-      await new Promise((r) => setTimeout(r, 20));
-    }
+    if (!this.qmp) throw new Error('saveState needs a VM started with control: true');
+    await saveVmState(this.qmp, { file, socketPath: path.join(this.dir, MIGRATION_SOCKET) }, signal);
   }
 
   destroy(): Promise<void> {
@@ -306,8 +378,7 @@ export class QemuVmm implements Vmm {
           await Promise.race([vm.qmp.handshake(), exited]);
           // Template and clones both leave RAM out of the migration stream: it lives in the file.
           if (cfg.memoryFile) await vm.qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'x-ignore-shared', state: true }] });
-          // fd 3 of QEMU is the state file (spawn's stdio): no helper process is needed.
-          if (cfg.restoreFrom) await vm.qmp.execute('migrate-incoming', { uri: 'fd:3' });
+          if (cfg.restoreFrom) await loadVmState(vm.qmp, { wait: false });
         }
       } finally {
         signal.removeEventListener('abort', onAbort);

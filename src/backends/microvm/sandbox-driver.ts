@@ -16,10 +16,14 @@
  *   sockets (channel, QMP, serial console), so a restarted server reconnects to a live VM:
  *   `attach` checks the pid (with its start time and `-name` tag), says HELLO on the channel
  *   and pings the agent.
- * - **Pause** is QMP `stop`/`cont`: the vCPUs stop, memory and processes stay.
+ * - **Pause** stops the vCPUs (QMP `stop`), saves RAM and devices to `snapshot.vmstate`
+ *   (qemu.ts `saveVmState`) and ends QEMU: a paused sandbox holds no host RAM. Resume starts
+ *   the same argv with `-incoming defer`, loads the file, `cont`s, says HELLO again and pings
+ *   the agent: processes and memory (tmpfs included) are as they were. When the save fails,
+ *   the guest stays stopped in its live QEMU (a plain `stop`) and a warning is logged.
  *
  * Everything lives in `<dataDir>/microvm/sbx/<id>/` (sockets, `qemu.pid`, `vm.json`,
- * `qemu.log`); destroy kills QEMU and removes it.
+ * `qemu.log`, the snapshot while paused); destroy kills QEMU and removes it.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { execFile } from 'node:child_process';
@@ -31,13 +35,14 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Duplex } from 'node:stream';
 import { promisify } from 'node:util';
-import type { BackendContext } from '../../core/context.js';
+import type { BackendContext, Logger } from '../../core/context.js';
+import { VulcanError } from '../../core/errors.js';
 import type { AttachResult, SandboxCapabilities, SandboxDriver, SandboxHandle, SandboxLimits, SandboxSpec } from '../../core/sandbox.js';
 import { AGENT_MOUNT, agentArgv, ensureAgentBundle } from '../../sandboxes/agent-bundle.js';
 import { readReply, sendRequest } from '../../sandboxes/protocol.js';
 import type { GuestArtifacts } from './artifacts.js';
 import { ChannelMux } from './mux.js';
-import { baseKernelArgs, Qmp, QEMU_BINARY, qemuArgs } from './qemu.js';
+import { baseKernelArgs, loadVmState, MIGRATION_SOCKET, Qmp, QEMU_BINARY, qemuArgs, saveVmState } from './qemu.js';
 import type { Accel } from './vmm.js';
 
 const run = promisify(execFile);
@@ -163,46 +168,272 @@ async function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<
   }
 }
 
-/** Connections to a live VM's sockets (made on create, again on attach). */
+/** Connections to a live VM's sockets (made on create, again on attach and resume). */
 interface Links {
   readonly qmp: Qmp;
   readonly qmpSock: net.Socket;
   readonly consoleSock: net.Socket | undefined;
 }
 
+/** One running QEMU of a sandbox. A sandbox paused to disk has none. */
+interface Vm {
+  readonly pid: number;
+  readonly pidStart: string;
+  readonly links: Links;
+  /** Set when this server process started it: its exit is the death signal (else polled). */
+  readonly child: ChildProcess | undefined;
+}
+
+/**
+ * `vm.json` in the sandbox's directory: the QEMU now running (or last run) and how to start
+ * it again. The manager stores `persisted` only at create, so after a resume the pid here is
+ * the one to trust.
+ */
+interface VmMeta {
+  readonly id: string;
+  readonly pid: number;
+  readonly pidStart: string;
+  readonly tag: string;
+  /** QEMU's argv at create; a resume starts the same machine with `-incoming defer` added. */
+  readonly argv?: readonly string[];
+  /** The read-only disk images the VM has open (root, agent bundle). */
+  readonly disks?: readonly string[];
+}
+
+/** The saved VM state of a sandbox paused to disk (RAM + devices). */
+const SNAPSHOT_STATE = 'snapshot.vmstate';
+/** Written last, once the state file is whole: its presence means the snapshot is usable. */
+const SNAPSHOT_META = 'snapshot.json';
+/** The state file while QEMU is still streaming it (qemu.ts `saveVmState`). */
+const SNAPSHOT_PART = `${SNAPSHOT_STATE}.part`;
+/** Saving guest RAM under TCG on a loaded host: generous. */
+const SAVE_TIMEOUT_MS = 180_000;
+/** Loading the state, `cont`, HELLO and ping after a resume. */
+const RESTORE_TIMEOUT_MS = 120_000;
+/** One HELLO attempt after a restore; a guest that held half a frame of the old host needs a second. */
+const RESTORE_HELLO_ATTEMPT_MS = 10_000;
+
+/** What `snapshot.json` records. */
+interface SnapshotMeta {
+  readonly bytes: number;
+  readonly saveMs: number;
+  readonly savedAt: number;
+  /** size:mtime:inode of each disk at save time: a disk that changed cannot be resumed on. */
+  readonly disks: Readonly<Record<string, string>>;
+}
+
+async function readVmMeta(dir: string): Promise<VmMeta | undefined> {
+  try {
+    const m = JSON.parse(await fsp.readFile(path.join(dir, 'vm.json'), 'utf8')) as Record<string, unknown>;
+    if (typeof m.id !== 'string' || typeof m.pid !== 'number' || typeof m.pidStart !== 'string' || typeof m.tag !== 'string') return undefined;
+    const argv = Array.isArray(m.argv) && m.argv.every((a) => typeof a === 'string') ? m.argv : undefined;
+    const disks = Array.isArray(m.disks) && m.disks.every((a) => typeof a === 'string') ? m.disks : undefined;
+    return { id: m.id, pid: m.pid, pidStart: m.pidStart, tag: m.tag, argv, disks };
+  } catch {
+    return undefined;
+  }
+}
+
+async function writeJsonAtomic(file: string, value: unknown): Promise<void> {
+  const tmp = `${file}.tmp`;
+  await fsp.writeFile(tmp, JSON.stringify(value), { mode: 0o600 });
+  await fsp.rename(tmp, file);
+}
+
+async function diskIdentity(disks: readonly string[]): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  for (const d of disks) {
+    const st = await fsp.stat(d);
+    out[d] = `${st.size}:${st.mtimeMs}:${st.ino}`;
+  }
+  return out;
+}
+
+/** The usable snapshot in `dir`, or undefined. */
+async function readSnapshot(dir: string): Promise<SnapshotMeta | undefined> {
+  try {
+    const m = JSON.parse(await fsp.readFile(path.join(dir, SNAPSHOT_META), 'utf8')) as SnapshotMeta;
+    await fsp.access(path.join(dir, SNAPSHOT_STATE));
+    return m;
+  } catch {
+    return undefined;
+  }
+}
+
+async function removeSnapshot(dir: string): Promise<void> {
+  // The marker goes first: a state file without it is never mistaken for a whole snapshot.
+  for (const f of [SNAPSHOT_META, `${SNAPSHOT_META}.tmp`, SNAPSHOT_STATE, SNAPSHOT_PART]) await fsp.rm(path.join(dir, f), { force: true }).catch(() => undefined);
+}
+
+/**
+ * Starts a sandbox's QEMU from `argv` (detached, in its own session, listening on its
+ * sockets) and brings it to an agent that answers `ping`. With `restoreFrom`, QEMU starts
+ * with `-incoming defer`, loads that state file (fd 3), and `cont`s the guest it restored.
+ * On failure nothing of this start is left running; the directory is kept.
+ */
+async function startVm(
+  dir: string,
+  meta: Omit<VmMeta, 'pid' | 'pidStart'> & { readonly argv: readonly string[] },
+  opts: { readonly restoreFrom?: string; readonly signal: AbortSignal; readonly timeoutMs: number },
+): Promise<{ vm: Vm; mux: ChannelMux }> {
+  let child: ChildProcess | undefined;
+  let pidStart: string | undefined;
+  let links: Links | undefined;
+  let mux: ChannelMux | undefined;
+  const consoleText: Buffer[] = [];
+  const tail = () => Buffer.concat(consoleText).toString('utf8').trim().split('\n').slice(-5).join(' | ');
+  try {
+    // Sockets of an earlier QEMU would accept nothing: wait for the new ones.
+    for (const f of ['qmp.sock', 'mux.sock', 'con.sock', MIGRATION_SOCKET]) await fsp.rm(path.join(dir, f), { force: true });
+    const log = fs.openSync(path.join(dir, 'qemu.log'), 'a', 0o600);
+    let stateFd: number | undefined;
+    try {
+      if (opts.restoreFrom) stateFd = fs.openSync(opts.restoreFrom, 'r');
+      const argv = opts.restoreFrom ? [...meta.argv, '-incoming', 'defer'] : [...meta.argv];
+      // Its own session, no pipes to us: the VM outlives the server (restart reconciliation).
+      // fd 3 is the state to load (loadVmState), so QEMU needs no helper process.
+      child = spawn(QEMU_BINARY, argv, { stdio: ['ignore', log, log, ...(stateFd === undefined ? [] : [stateFd])], detached: true, cwd: '/', env: {} });
+    } finally {
+      fs.closeSync(log);
+      if (stateFd !== undefined) fs.closeSync(stateFd);
+    }
+    const spawned = child;
+    const pid = await new Promise<number>((resolve, reject) => {
+      if (spawned.pid !== undefined) resolve(spawned.pid);
+      spawned.once('error', (err) => reject(new Error(`cannot start ${QEMU_BINARY}: ${err.message}`)));
+    });
+    child.unref();
+    pidStart = procStat(pid)?.start;
+    if (!pidStart) throw new Error('QEMU exited at once');
+    await writeJsonAtomic(path.join(dir, 'vm.json'), { ...meta, pid, pidStart } satisfies VmMeta);
+    const exited = new Promise<never>((_, reject) => {
+      spawned.once('exit', (code, sig) => {
+        let log = '';
+        try {
+          log = fs.readFileSync(path.join(dir, 'qemu.log'), 'utf8').slice(-400).trim();
+        } catch {
+          // no log
+        }
+        reject(new Error(`QEMU exited (${sig ?? `code ${String(code)}`})${log ? `: ${log}` : ''}`));
+      });
+    });
+    exited.catch(() => undefined);
+    const deadline = performance.now() + opts.timeoutMs;
+    const signal = AbortSignal.any([opts.signal, AbortSignal.timeout(opts.timeoutMs)]);
+    for (let t0 = performance.now(); !['qmp.sock', 'mux.sock', 'con.sock'].every((f) => fs.existsSync(path.join(dir, f))); ) {
+      if (performance.now() - t0 > SOCKET_WAIT_MS) throw new Error(`QEMU did not create its sockets within ${SOCKET_WAIT_MS} ms`);
+      signal.throwIfAborted();
+      await Promise.race([exited, sleep(20)]);
+    }
+    links = await Promise.race([exited, link(dir, signal, SOCKET_SETTLE_MS)]);
+    links.consoleSock?.on('data', (c: Buffer) => {
+      consoleText.push(c);
+      if (consoleText.length > 64) consoleText.shift();
+    });
+    if (opts.restoreFrom) {
+      const status = await Promise.race([exited, loadVmState(links.qmp, { wait: true, signal })]);
+      if (status !== 'paused' && status !== 'running') throw new Error(`the restored VM is ${status ?? 'in an unknown state'}, not paused`);
+      if (status === 'paused') await withTimeout(links.qmp.execute('cont'), QMP_TIMEOUT_MS, 'QMP cont');
+    }
+    // A restored guest may still hold half a frame of the host before the pause: a fresh
+    // connection (the guest sees the port close and reopen) and a new HELLO resynchronise it.
+    for (;;) {
+      const attemptEnd = opts.restoreFrom ? Math.min(deadline, performance.now() + RESTORE_HELLO_ATTEMPT_MS) : deadline;
+      try {
+        mux = await Promise.race([exited, handshake(dir, attemptEnd, signal, SOCKET_SETTLE_MS)]);
+        break;
+      } catch (err) {
+        if ((err as Error).message.startsWith('QEMU exited') || signal.aborted || attemptEnd >= deadline) throw err;
+      }
+    }
+    for (;;) {
+      try {
+        await Promise.race([exited, ping(mux, 5_000)]);
+        break;
+      } catch (err) {
+        if ((err as Error).message.startsWith('QEMU exited') || signal.aborted || mux.agentExit !== undefined) throw err;
+        await sleep(200);
+      }
+    }
+    return { vm: { pid, pidStart, links, child }, mux };
+  } catch (err) {
+    mux?.close();
+    links?.qmpSock.destroy();
+    links?.consoleSock?.destroy();
+    if (child?.pid !== undefined && pidStart) await killAndWait(child.pid, pidStart);
+    else child?.kill('SIGKILL');
+    const t = tail();
+    throw new Error(`${(err as Error).message}${t ? ` (console: ${t})` : ''}`, { cause: err });
+  }
+}
+
 class MicrovmSandbox implements SandboxHandle {
   readonly died: Promise<string>;
   #resolveDied: (reason: string) => void = () => undefined;
   #destroying: Promise<void> | undefined;
+  /** Aborted by destroy: a pause or resume in flight gives up. */
+  readonly #abort = new AbortController();
+  /** Pause and resume run one at a time. */
+  #op: Promise<unknown> = Promise.resolve();
   #poll: NodeJS.Timeout | undefined;
   #mux: Promise<ChannelMux> | undefined;
   #console: Buffer[] = [];
   #consoleBytes = 0;
+  /** The running QEMU; undefined while paused to disk. */
+  #vm: Vm | undefined;
+  /** The guest is stopped in a live QEMU (QMP `stop`): the fallback, or re-attached so. */
+  #stopped = false;
+  #last: { pid: number; pidStart: string };
 
   constructor(
     readonly id: string,
-    private readonly p: Persisted,
-    private readonly links: Links,
-    child: ChildProcess | undefined,
+    private readonly meta: { readonly tag: string; readonly dir: string; readonly argv?: readonly string[]; readonly disks?: readonly string[] },
+    vm: Vm | undefined,
+    last: { pid: number; pidStart: string },
+    private readonly log: Logger,
   ) {
     this.died = new Promise((resolve) => (this.#resolveDied = resolve));
-    links.consoleSock?.on('data', (chunk: Buffer) => {
+    this.#last = last;
+    if (vm) this.#watch(vm);
+  }
+
+  get persisted(): Readonly<Record<string, unknown>> {
+    return { pid: this.#last.pid, pidStart: this.#last.pidStart, tag: this.meta.tag, dir: this.meta.dir };
+  }
+
+  /** Makes `vm` the running QEMU and watches it. */
+  #watch(vm: Vm): void {
+    this.#vm = vm;
+    this.#last = { pid: vm.pid, pidStart: vm.pidStart };
+    vm.links.consoleSock?.on('data', (chunk: Buffer) => {
       this.#console.push(chunk);
       this.#consoleBytes += chunk.length;
       while (this.#consoleBytes > CONSOLE_TAIL_BYTES && this.#console.length > 1) this.#consoleBytes -= this.#console.shift()?.length ?? 0;
     });
-    if (child) {
-      child.once('exit', (code, signal) => this.#die(`its VM exited (${signal ?? `code ${String(code)}`})${this.#tail()}`));
+    clearInterval(this.#poll);
+    if (vm.child) {
+      vm.child.once('exit', (code, signal) => {
+        if (this.#vm === vm) this.#die(`its VM exited (${signal ?? `code ${String(code)}`})${this.#tail()}`);
+      });
     } else {
       this.#poll = setInterval(() => {
-        if (!isOurQemu(p.pid, p.pidStart, p.tag)) this.#die('its VM is gone');
+        if (this.#vm === vm && !isOurQemu(vm.pid, vm.pidStart, this.meta.tag)) this.#die('its VM is gone');
       }, LIVENESS_POLL_MS);
       this.#poll.unref();
     }
   }
 
-  get persisted(): Readonly<Record<string, unknown>> {
-    return { ...this.p };
+  /** Stops watching `vm`, drops its connections and kills it (the sandbox is on disk now). */
+  async #retire(vm: Vm): Promise<void> {
+    this.#vm = undefined;
+    clearInterval(this.#poll);
+    const mux = this.#mux;
+    this.#mux = undefined;
+    void mux?.then((m) => m.close(), () => undefined);
+    vm.links.qmpSock.destroy();
+    vm.links.consoleSock?.destroy();
+    await killAndWait(vm.pid, vm.pidStart);
+    for (const f of ['qmp.sock', 'mux.sock', 'con.sock', 'qemu.pid']) await fsp.rm(path.join(this.meta.dir, f), { force: true });
   }
 
   #tail(): string {
@@ -220,7 +451,9 @@ class MicrovmSandbox implements SandboxHandle {
     this.#mux = mux;
     void mux.then(
       (m) => {
-        m.onAgentExit((status) => this.#die(`the sandbox agent exited (wait status ${status})${this.#tail()}`));
+        m.onAgentExit((status) => {
+          if (this.#mux === mux) this.#die(`the sandbox agent exited (wait status ${status})${this.#tail()}`);
+        });
         void m.dead.then((d) => {
           if (d.kind === 'violation') {
             // A guest that breaks the protocol is not trusted again: the VM is killed.
@@ -236,43 +469,135 @@ class MicrovmSandbox implements SandboxHandle {
   }
 
   async connect(signal?: AbortSignal): Promise<Duplex> {
-    if (!this.#mux) throw new Error('the sandbox is paused since the server restarted; resume it first');
+    if (!this.#mux) throw new Error(this.#vm ? 'the sandbox is paused since the server restarted; resume it first' : 'the sandbox is paused to disk; resume it first');
     const mux = await this.#mux;
     return mux.open(signal);
   }
 
-  async pause(): Promise<void> {
-    await withTimeout(this.links.qmp.execute('stop'), QMP_TIMEOUT_MS, 'QMP stop');
+  #serial<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.#op.then(() => {
+      if (this.#destroying) throw new Error(`sandbox ${this.id} is being destroyed`);
+      return fn();
+    });
+    this.#op = run.catch(() => undefined);
+    return run;
   }
 
-  async resume(): Promise<void> {
-    await withTimeout(this.links.qmp.execute('cont'), QMP_TIMEOUT_MS, 'QMP cont');
-    if (!this.#mux) {
-      // Re-attached while paused: the guest could not answer HELLO until now.
-      const mux = handshake(this.p.dir, performance.now() + ATTACH_TIMEOUT_MS);
-      this.adoptMux(mux);
-      await mux;
-    }
+  /**
+   * Stops the guest, saves RAM and devices to `snapshot.vmstate` and ends QEMU, so a paused
+   * sandbox holds no host RAM. When the save fails (disk full, …) the guest stays stopped in
+   * its live QEMU, as a plain QMP `stop`, and a warning is logged: pause never fails for want
+   * of disk.
+   */
+  pause(): Promise<void> {
+    return this.#serial(async () => {
+      const vm = this.#vm;
+      if (!vm || this.#stopped) return;
+      const dir = this.meta.dir;
+      const t0 = performance.now();
+      let snap: SnapshotMeta;
+      try {
+        if (!this.meta.argv || !this.meta.disks) throw new Error('its record has no QEMU command line (made by an older server)');
+        const signal = AbortSignal.any([this.#abort.signal, AbortSignal.timeout(SAVE_TIMEOUT_MS)]);
+        const bytes = await saveVmState(vm.links.qmp, { file: path.join(dir, SNAPSHOT_PART), socketPath: path.join(dir, MIGRATION_SOCKET) }, signal);
+        await fsp.rename(path.join(dir, SNAPSHOT_PART), path.join(dir, SNAPSHOT_STATE));
+        snap = { bytes, saveMs: Math.round(performance.now() - t0), savedAt: Date.now(), disks: await diskIdentity(this.meta.disks) };
+        await writeJsonAtomic(path.join(dir, SNAPSHOT_META), snap);
+      } catch (err) {
+        await removeSnapshot(dir);
+        if (this.#abort.signal.aborted) throw err;
+        // saveVmState stops the guest first; make sure it is stopped whatever failed.
+        await withTimeout(vm.links.qmp.execute('stop'), QMP_TIMEOUT_MS, 'QMP stop');
+        this.#stopped = true;
+        this.log.warn({ sandbox: this.id, err: (err as Error).message }, 'microvm: cannot save a paused sandbox to disk; it stays paused in memory (QMP stop)');
+        return;
+      }
+      await this.#retire(vm);
+      this.log.info({ sandbox: this.id, bytes: snap.bytes, ms: Math.round(performance.now() - t0) }, 'microvm: sandbox paused to disk');
+    });
   }
 
-  /** Stops watching and drops the connections; the VM lives on (the server is closing). */
+  /**
+   * Continues a guest stopped in memory, or starts QEMU again from the snapshot (the same
+   * argv, `-incoming defer`), `cont`s it, says HELLO and pings the agent, then deletes the
+   * snapshot. A failed resume kills what it started and keeps the snapshot for a retry.
+   */
+  resume(): Promise<void> {
+    return this.#serial(async () => {
+      const dir = this.meta.dir;
+      const vm = this.#vm;
+      if (vm) {
+        await withTimeout(vm.links.qmp.execute('cont'), QMP_TIMEOUT_MS, 'QMP cont');
+        this.#stopped = false;
+        if (!this.#mux) {
+          // Re-attached while paused: the guest could not answer HELLO until now.
+          const mux = handshake(dir, performance.now() + ATTACH_TIMEOUT_MS);
+          this.adoptMux(mux);
+          await mux;
+        }
+        await removeSnapshot(dir);
+        return;
+      }
+      const t0 = performance.now();
+      try {
+        const snap = await readSnapshot(dir);
+        if (!snap) throw new Error(`its snapshot (${path.join(dir, SNAPSHOT_STATE)}) is missing`);
+        if (!this.meta.argv || !this.meta.disks) throw new Error('its record has no QEMU command line');
+        const now = await diskIdentity(this.meta.disks).catch((err: Error) => ({ error: err.message }));
+        for (const [d, id] of Object.entries(snap.disks)) {
+          if ((now as Record<string, string>)[d] !== id) throw new Error(`the disk ${d} changed or is gone since the pause, and the saved guest expects the old one`);
+        }
+        const { vm: started, mux } = await startVm(dir, { id: this.id, tag: this.meta.tag, argv: this.meta.argv, disks: this.meta.disks }, {
+          restoreFrom: path.join(dir, SNAPSHOT_STATE),
+          signal: this.#abort.signal,
+          timeoutMs: RESTORE_TIMEOUT_MS,
+        });
+        this.#watch(started);
+        this.adoptMux(Promise.resolve(mux));
+      } catch (err) {
+        throw new VulcanError(
+          'backend_unavailable',
+          `cannot resume sandbox ${this.id} from its snapshot: ${(err as Error).message}. Nothing of the attempt is left running and the snapshot is kept: resume again, or destroy the sandbox`,
+          { details: { id: this.id }, cause: err },
+        );
+      }
+      await removeSnapshot(dir);
+      this.log.info({ sandbox: this.id, ms: Math.round(performance.now() - t0) }, 'microvm: sandbox resumed from disk');
+    });
+  }
+
+  /** Records that the re-attached guest is stopped in its live QEMU (resume is `cont`). */
+  markStopped(): Promise<void> {
+    return this.#serial(() => {
+      this.#stopped = true;
+      return Promise.resolve();
+    });
+  }
+
+  /** Stops watching and drops the connections; the VM (or its snapshot) lives on (the server is closing). */
   detach(): void {
     clearInterval(this.#poll);
     const mux = this.#mux;
     this.#mux = undefined;
     void mux?.then((m) => m.close(), () => undefined);
-    this.links.qmpSock.destroy();
-    this.links.consoleSock?.destroy();
+    this.#vm?.links.qmpSock.destroy();
+    this.#vm?.links.consoleSock?.destroy();
   }
 
   destroy(): Promise<void> {
     this.#destroying ??= (async () => {
+      this.#abort.abort();
+      await this.#op;
       clearInterval(this.#poll);
-      await killAndWait(this.p.pid, this.p.pidStart);
+      const vm = this.#vm;
+      if (vm) await killAndWait(vm.pid, vm.pidStart);
+      // A start cut short may have left a QEMU that never became #vm.
+      const meta = await readVmMeta(this.meta.dir);
+      if (meta && meta.tag === this.meta.tag && isOurQemu(meta.pid, meta.pidStart, meta.tag)) await killAndWait(meta.pid, meta.pidStart);
       void this.#mux?.then((m) => m.close(), () => undefined);
-      this.links.qmpSock.destroy();
-      this.links.consoleSock?.destroy();
-      await fsp.rm(this.p.dir, { recursive: true, force: true });
+      vm?.links.qmpSock.destroy();
+      vm?.links.consoleSock?.destroy();
+      await fsp.rm(this.meta.dir, { recursive: true, force: true });
     })();
     return this.#destroying;
   }
@@ -374,10 +699,6 @@ export class MicrovmSandboxDriver implements SandboxDriver {
     if (dir.includes(',')) throw new Error(`the data dir ${dir} contains a comma, which QEMU's options cannot carry; use another --data-dir`);
     await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
     const tag = `${this.#tagPrefix}${spec.id}`;
-    let child: ChildProcess | undefined;
-    let pidStart: string | undefined;
-    let links: Links | undefined;
-    let mux: ChannelMux | undefined;
     try {
       const vcpus = Math.max(1, Math.min(Math.ceil(spec.limits.cpus), os.availableParallelism()));
       const argv = qemuArgs(
@@ -396,72 +717,18 @@ export class MicrovmSandboxDriver implements SandboxDriver {
         baseKernelArgs(accel),
         { agent: path.join(dir, 'mux.sock'), qmp: path.join(dir, 'qmp.sock'), console: path.join(dir, 'con.sock'), listen: true },
       );
-      const log = fs.openSync(path.join(dir, 'qemu.log'), 'a', 0o600);
+      const meta = { id: spec.id, tag, argv, disks: [rootDisk, agentDisk] };
+      let started: { vm: Vm; mux: ChannelMux };
       try {
-        // Its own session, no pipes to us: the VM outlives the server (restart reconciliation).
-        child = spawn(QEMU_BINARY, argv, { stdio: ['ignore', log, log], detached: true, cwd: '/', env: {} });
-      } finally {
-        fs.closeSync(log);
-      }
-      const spawned = child;
-      const pid = await new Promise<number>((resolve, reject) => {
-        if (spawned.pid !== undefined) resolve(spawned.pid);
-        spawned.once('error', (err) => reject(new Error(`cannot start ${QEMU_BINARY}: ${err.message}`)));
-      });
-      child.unref();
-      pidStart = procStat(pid)?.start;
-      if (!pidStart) throw new Error('QEMU exited at once');
-      await fsp.writeFile(path.join(dir, 'vm.json'), JSON.stringify({ id: spec.id, pid, pidStart, tag }), { mode: 0o600 });
-      const exited = new Promise<never>((_, reject) => {
-        spawned.once('exit', (code, sig) => {
-          let tail = '';
-          try {
-            tail = fs.readFileSync(path.join(dir, 'qemu.log'), 'utf8').slice(-400).trim();
-          } catch {
-            // no log
-          }
-          reject(new Error(`QEMU exited while the sandbox started (${sig ?? `code ${String(code)}`})${tail ? `: ${tail}` : ''}`));
-        });
-      });
-      exited.catch(() => undefined);
-      const deadline = performance.now() + AGENT_START_TIMEOUT_MS;
-      const startSignal = AbortSignal.any([signal, AbortSignal.timeout(AGENT_START_TIMEOUT_MS)]);
-      for (let t0 = performance.now(); !['qmp.sock', 'mux.sock', 'con.sock'].every((f) => fs.existsSync(path.join(dir, f))); ) {
-        if (performance.now() - t0 > SOCKET_WAIT_MS) throw new Error(`QEMU did not create its sockets within ${SOCKET_WAIT_MS} ms`);
-        await Promise.race([exited, sleep(20)]);
-      }
-      links = await Promise.race([exited, link(dir, startSignal, SOCKET_SETTLE_MS)]);
-      const consoleText: Buffer[] = [];
-      links.consoleSock?.on('data', (c: Buffer) => {
-        consoleText.push(c);
-        if (consoleText.length > 64) consoleText.shift();
-      });
-      const tail = () => Buffer.concat(consoleText).toString('utf8').trim().split('\n').slice(-5).join(' | ');
-      try {
-        mux = await Promise.race([exited, handshake(dir, deadline, startSignal, SOCKET_SETTLE_MS)]);
-        for (;;) {
-          try {
-            await Promise.race([exited, ping(mux, 5_000)]);
-            break;
-          } catch (err) {
-            if ((err as Error).message.startsWith('QEMU exited') || startSignal.aborted || mux.agentExit !== undefined) throw err;
-            await sleep(200);
-          }
-        }
+        started = await startVm(dir, meta, { signal, timeoutMs: AGENT_START_TIMEOUT_MS });
       } catch (err) {
-        const t = tail();
-        throw new Error(`the sandbox VM did not come up: ${(err as Error).message}${t ? ` (console: ${t})` : ''}`, { cause: err });
+        throw new Error(`the sandbox VM did not come up: ${(err as Error).message}`, { cause: err });
       }
-      const sb = new MicrovmSandbox(spec.id, { pid, pidStart, tag, dir }, links, child);
-      sb.adoptMux(Promise.resolve(mux));
+      const sb = new MicrovmSandbox(spec.id, { tag, dir, argv, disks: meta.disks }, started.vm, started.vm, this.#ctx.log);
+      sb.adoptMux(Promise.resolve(started.mux));
       this.#track(sb);
       return sb;
     } catch (err) {
-      mux?.close();
-      links?.qmpSock.destroy();
-      links?.consoleSock?.destroy();
-      if (child?.pid !== undefined && pidStart) await killAndWait(child.pid, pidStart);
-      else child?.kill('SIGKILL');
       await fsp.rm(dir, { recursive: true, force: true });
       throw err;
     }
@@ -472,39 +739,72 @@ export class MicrovmSandboxDriver implements SandboxDriver {
     void sb.died.then(() => this.#live.delete(sb));
   }
 
+  /**
+   * Re-attaches a sandbox after a restart. Its live QEMU (the pid in `vm.json`, checked by
+   * start time and `-name` tag) is reconnected; a sandbox paused to disk has no QEMU and
+   * comes back paused from its snapshot (resumed at once when its record says running).
+   * With neither, it is lost.
+   */
   async attach(id: string, persisted: Readonly<Record<string, unknown>>, _limits: SandboxLimits, paused: boolean): Promise<AttachResult> {
-    if (!isPersisted(persisted) || persisted.tag !== `${this.#tagPrefix}${id}` || path.dirname(persisted.dir) !== this.#root) {
+    if (!isPersisted(persisted) || persisted.tag !== `${this.#tagPrefix}${id}` || path.dirname(persisted.dir) !== this.#root || path.basename(persisted.dir) !== id) {
       return { ok: false, reason: 'its record has no VM information' };
     }
-    const p = persisted;
-    if (!isOurQemu(p.pid, p.pidStart, p.tag)) {
-      await fsp.rm(p.dir, { recursive: true, force: true });
-      return { ok: false, reason: 'its VM was gone when the server restarted' };
-    }
-    let links: Links | undefined;
-    let mux: ChannelMux | undefined;
-    try {
-      links = await link(p.dir, AbortSignal.timeout(ATTACH_TIMEOUT_MS));
-      const status = (await withTimeout(links.qmp.execute('query-status'), QMP_TIMEOUT_MS, 'QMP query-status')) as { status?: string };
-      const sb = new MicrovmSandbox(id, p, links, undefined);
-      if (status.status === 'paused' || paused) {
-        // A stopped guest cannot answer HELLO: the channel is made on resume.
-        if (!paused) await sb.resume();
-      } else {
-        mux = await handshake(p.dir, performance.now() + ATTACH_TIMEOUT_MS);
-        await ping(mux, ATTACH_TIMEOUT_MS);
-        sb.adoptMux(Promise.resolve(mux));
+    const dir = persisted.dir;
+    const tag = persisted.tag;
+    // vm.json names the QEMU now running: a resume starts a new one after the record was made.
+    const meta = await readVmMeta(dir);
+    const cur = meta && meta.tag === tag ? meta : persisted;
+    const sandboxMeta = { tag, dir, argv: meta?.argv, disks: meta?.disks };
+    const lose = async (reason: string): Promise<AttachResult> => {
+      if (isOurQemu(cur.pid, cur.pidStart, tag)) await killAndWait(cur.pid, cur.pidStart);
+      await fsp.rm(dir, { recursive: true, force: true });
+      return { ok: false, reason };
+    };
+    if (isOurQemu(cur.pid, cur.pidStart, tag)) {
+      let links: Links | undefined;
+      let mux: ChannelMux | undefined;
+      try {
+        links = await link(dir, AbortSignal.timeout(ATTACH_TIMEOUT_MS));
+        const status = ((await withTimeout(links.qmp.execute('query-status'), QMP_TIMEOUT_MS, 'QMP query-status')) as { status?: string }).status;
+        if (status === 'running' || status === 'paused') {
+          // A live guest wins over a snapshot (a resume that loaded it, or a pause cut short).
+          await removeSnapshot(dir);
+          const sb = new MicrovmSandbox(id, sandboxMeta, { pid: cur.pid, pidStart: cur.pidStart, links, child: undefined }, cur, this.#ctx.log);
+          if (status === 'paused' || paused) {
+            // A stopped guest cannot answer HELLO: the channel is made on resume.
+            if (status === 'running') await sb.pause();
+            else if (!paused) await sb.resume();
+            else await sb.markStopped();
+          } else {
+            mux = await handshake(dir, performance.now() + ATTACH_TIMEOUT_MS);
+            await ping(mux, ATTACH_TIMEOUT_MS);
+            sb.adoptMux(Promise.resolve(mux));
+          }
+          this.#track(sb);
+          return { ok: true, handle: sb };
+        }
+        // Mid-save (postmigrate, finish-migrate) or mid-load (inmigrate): the snapshot decides.
+        links.qmpSock.destroy();
+        links.consoleSock?.destroy();
+        await killAndWait(cur.pid, cur.pidStart);
+      } catch (err) {
+        mux?.close();
+        links?.qmpSock.destroy();
+        links?.consoleSock?.destroy();
+        return lose(`its VM did not answer after the restart: ${(err as Error).message}`);
       }
-      this.#track(sb);
-      return { ok: true, handle: sb };
-    } catch (err) {
-      mux?.close();
-      links?.qmpSock.destroy();
-      links?.consoleSock?.destroy();
-      await killAndWait(p.pid, p.pidStart);
-      await fsp.rm(p.dir, { recursive: true, force: true });
-      return { ok: false, reason: `its VM did not answer after the restart: ${(err as Error).message}` };
     }
+    if (!(await readSnapshot(dir))) return lose('its VM was gone when the server restarted and it left no snapshot to resume from');
+    const sb = new MicrovmSandbox(id, sandboxMeta, undefined, cur, this.#ctx.log);
+    if (!paused) {
+      try {
+        await sb.resume();
+      } catch (err) {
+        return lose(`its VM could not be restored from its snapshot after the restart: ${(err as Error).message}`);
+      }
+    }
+    this.#track(sb);
+    return { ok: true, handle: sb };
   }
 
   async reapOrphans(keep: ReadonlySet<string>): Promise<string[]> {
@@ -513,17 +813,15 @@ export class MicrovmSandboxDriver implements SandboxDriver {
     for (const d of dirs) {
       if (keep.has(d)) continue;
       const dir = path.join(this.#root, d);
-      try {
-        const meta = JSON.parse(await fsp.readFile(path.join(dir, 'vm.json'), 'utf8')) as { pid?: unknown; pidStart?: unknown; tag?: unknown };
-        if (typeof meta.pid === 'number' && typeof meta.pidStart === 'string' && meta.tag === `${this.#tagPrefix}${d}` && isOurQemu(meta.pid, meta.pidStart, meta.tag)) {
-          await killAndWait(meta.pid, meta.pidStart);
-          removed.push(`VM ${d} (pid ${meta.pid})`);
-        }
-      } catch {
-        // no vm.json: a start that died early
+      const meta = await readVmMeta(dir);
+      if (meta && meta.tag === `${this.#tagPrefix}${d}` && isOurQemu(meta.pid, meta.pidStart, meta.tag)) {
+        await killAndWait(meta.pid, meta.pidStart);
+        removed.push(`VM ${d} (pid ${meta.pid})`);
       }
+      // With it goes a snapshot of a sandbox paused to disk.
+      const snap = await readSnapshot(dir);
       await fsp.rm(dir, { recursive: true, force: true });
-      removed.push(`directory ${dir}`);
+      removed.push(snap ? `directory ${dir} (with a ${snap.bytes}-byte snapshot)` : `directory ${dir}`);
     }
     // QEMUs of this data dir whose directory is gone.
     for (const entry of await fsp.readdir('/proc').catch(() => [] as string[])) {
@@ -547,7 +845,7 @@ export class MicrovmSandboxDriver implements SandboxDriver {
     return removed;
   }
 
-  /** Stops watching; the VMs keep running for the next server process. */
+  /** Stops watching; the VMs (and snapshots) stay for the next server process. */
   close(): void {
     for (const sb of this.#live) sb.detach();
     this.#live.clear();
