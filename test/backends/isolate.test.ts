@@ -229,7 +229,7 @@ describe('isolate backend', () => {
           found.fnCtor = attempt(() => Function('return typeof process')());
           found.inputProto = attempt(() => input.constructor.constructor('return typeof process')());
           found.inputProtoChain = attempt(() => input.__proto__.__proto__);
-          input.__proto__.polluted = 'yes';
+          found.inputPollution = attempt(() => { input.__proto__.polluted = 'yes'; return 'set'; });
           found.consoleCtor = attempt(() => console.log.constructor('return typeof require')());
           found.consoleProto = attempt(() => Object.getPrototypeOf(console.log).constructor('return typeof globalThis.process')());
           found.require = typeof require;
@@ -260,29 +260,101 @@ describe('isolate backend', () => {
       assert.equal(found.dynamicImport, 'rejected');
       assert.match(found.fetch ?? '', /^rejected .*no network/);
       assert.doesNotMatch(found.prepareStackTrace ?? '', /object|function/);
-      // Input pollution stayed in that run's copy: the next run sees a clean prototype.
+      assert.equal(found.inputPollution, 'threw TypeError', 'Object.prototype is frozen');
+      // Nothing of the pollution attempt reaches the next run.
       const next = await run('js', 'export default (input) => [({}).polluted ?? null, input.polluted ?? null];', { a: 1 });
       assert.deepEqual(next.outcome.output, [null, null]);
     });
 
     it('leaks no state between two runs of the same code', async () => {
       const source = `let calls = 0;
-        export default () => { calls++; const seen = { global: globalThis.leak ?? null, proto: [].leak ?? null, calls, json: JSON.leak ?? null };
-          globalThis.leak = 'x'; Array.prototype.leak = 'y'; JSON.leak = 'z'; Object.prototype.leak2 = 1; return seen; };`;
-      const first = await run('js', source);
-      const expected = { global: null, proto: null, calls: 1, json: null };
-      assert.deepEqual(first.outcome.output, expected);
-      // A run right after another may take a second isolate rather than wait for the first one's
-      // next context; by the third run an isolate that ran this code is reused.
-      const later = [await run('js', source), await run('js', source), await run('js', source)];
-      for (const r of later) assert.deepEqual(r.outcome.output, expected);
+        export default () => { calls++; const seen = { global: globalThis.leak ?? null, calls };
+          globalThis.leak = 'x'; return seen; };`;
+      const runs = [await run('js', source), await run('js', source), await run('js', source), await run('js', source)];
+      for (const r of runs) assert.deepEqual(r.outcome.output, { global: null, calls: 1 }, 'module state is new and no global survives');
       assert.ok(
-        later.some((r) => r.outcome.notes?.isolate === 'reused (same code, fresh context)'),
-        `the same code reuses a warm isolate: ${later.map((r) => r.outcome.notes?.isolate).join(', ')}`,
+        runs.some((r) => r.outcome.notes?.isolate === 'hardened context, reset after an earlier run'),
+        `the same code reuses a warm context: ${runs.map((r) => r.outcome.notes?.isolate).join(', ')}`,
       );
       const cjs = 'module.exports = () => { const seen = typeof leakedVar === "undefined" ? null : leakedVar; leakedVar = 1; return seen; };';
       assert.equal((await run('js', cjs)).outcome.output, null);
       assert.equal((await run('js', cjs)).outcome.output, null);
+    });
+
+    it('refuses changes to built-ins with a clear error, and the next run sees the originals', async () => {
+      const source = `export default (input) => {
+          const tries = {};
+          const attempt = (name, fn) => { try { fn(); tries[name] = 'set'; } catch (e) { tries[name] = e.name + ': ' + e.message; } };
+          const seen = { arrayX: [].x ?? null, objectY: ({}).y ?? null, jsonZ: JSON.z ?? null, mathPi: Math.PI, stringify: JSON.stringify({ a: 1 }),
+            consoleLog: typeof console.log, limit: Error.stackTraceLimit, prepare: typeof Error.prepareStackTrace, evil: typeof evil, stuck: typeof stuck };
+          if (input.pollute) {
+            attempt('array', () => { Array.prototype.x = 1; });
+            attempt('object', () => { Object.prototype.y = 1; });
+            attempt('json', () => { JSON.z = 1; });
+            attempt('jsonStringify', () => { JSON.stringify = () => 'hacked'; });
+            attempt('math', () => { Math.PI = 3; });
+            attempt('consoleLog', () => { console.log = () => undefined; });
+            // Globals themselves may be replaced, for this run only.
+            globalThis.JSON = { stringify: () => 'hacked' };
+            globalThis.Math = { PI: 3 };
+            globalThis.console = { log: () => undefined };
+            Error.stackTraceLimit = 0;
+            Error.prepareStackTrace = () => 'hacked';
+            Object.setPrototypeOf(globalThis, { evil: 1 });
+            Object.defineProperty(globalThis, 'stuck', { value: 1, configurable: false });
+            Object.preventExtensions(globalThis);
+          }
+          console.log('still logging');
+          return { seen, tries };
+        };`;
+      const baseline = await run('js', source, { pollute: false });
+      const expected = (baseline.outcome.output as { seen: Record<string, unknown> }).seen;
+      assert.deepEqual({ ...expected, limit: typeof expected.limit, prepare: undefined }, {
+        arrayX: null, objectY: null, jsonZ: null, mathPi: Math.PI, stringify: '{"a":1}', consoleLog: 'function', limit: 'number', prepare: undefined, evil: 'undefined', stuck: 'undefined',
+      });
+      const first = await run('js', source, { pollute: true });
+      assert.equal(first.outcome.error, null, JSON.stringify(first.outcome.error));
+      const { tries } = first.outcome.output as { tries: Record<string, string> };
+      for (const name of ['array', 'object', 'json', 'jsonStringify', 'math', 'consoleLog']) {
+        assert.match(tries[name] ?? '', /^TypeError: Cannot (add|assign to read only) property/, `${name}: ${tries[name]}`);
+      }
+      // Uncaught, the error says why.
+      const uncaught = await run('js', 'export default () => { Array.prototype.x = 1; };');
+      assert.equal(uncaught.outcome.error?.code, 'exception');
+      assert.match(uncaught.outcome.error?.message ?? '', /Cannot add property x, object is not extensible \(built-in objects .* are frozen in the isolate backend/);
+      for (let i = 0; i < 3; i++) {
+        const next = await run('js', source, { pollute: false });
+        assert.deepEqual((next.outcome.output as { seen: unknown }).seen, expected);
+        assert.equal(next.stdout, 'still logging\n');
+      }
+      // Sloppy CommonJS code: the writes to built-ins do nothing, and the next run sees nothing either.
+      const sloppy = 'module.exports = () => { const seen = [[].x ?? null, JSON.z ?? null]; Array.prototype.x = 1; JSON.z = 1; return seen; };';
+      assert.deepEqual((await run('js', sloppy)).outcome.output, [null, null]);
+      assert.deepEqual((await run('js', sloppy)).outcome.output, [null, null]);
+    });
+
+    it('timers, pending promises and microtasks of a run never run in the next run of the same code', async () => {
+      const source = `export default async (input) => {
+          if (input.start) {
+            setTimeout(() => console.log('ghost timeout'), 30);
+            setInterval(() => console.log('ghost interval'), 5);
+            new Promise(() => undefined);
+            let n = 0;
+            const spin = () => { if (++n < 1000) Promise.resolve().then(spin); };
+            spin();
+            return 'started';
+          }
+          await new Promise((r) => setTimeout(r, 80));
+          return Math.random();
+        };`;
+      const first = await run('js', source, { start: true });
+      assert.equal(first.outcome.output, 'started');
+      const second = await run('js', source, { start: false });
+      const third = await run('js', source, { start: false });
+      assert.equal(second.stdout, '');
+      assert.equal(third.stdout, '');
+      assert.notEqual(second.outcome.output, third.outcome.output, 'Math.random is reseeded between runs');
+      assert.match(String(third.outcome.notes?.isolate), /^hardened context/);
     });
 
     it('timers left running by a run do not fire into the next one', async () => {

@@ -1,5 +1,5 @@
 /**
- * The files an isolate host needs (its compiled script and isolated-vm's native addon),
+ * The files an isolate host needs (its compiled script, isolated-vm's native addon and SES),
  * staged where the sandbox can bind them. The sandbox runs as uid 65534 on the host, so every
  * directory above the staged copy must be traversable by others; the install directory
  * (often under /root) and the data directory need not be, hence the copy.
@@ -30,6 +30,8 @@ function filesToStage(installDir: string): StagedFile[] {
   const dir = compiledDir(installDir);
   const ivmMain = createRequire(import.meta.url).resolve('isolated-vm');
   const ivmDir = path.dirname(ivmMain);
+  // SES's one-file build (the host evaluates it inside isolates, never in Node).
+  const sesDist = path.dirname(createRequire(import.meta.url).resolve('ses'));
   return [
     { src: path.join(dir, 'host', 'main.js'), rel: 'host/main.js' },
     { src: path.join(dir, 'host', 'bootstrap.js'), rel: 'host/bootstrap.js' },
@@ -37,6 +39,7 @@ function filesToStage(installDir: string): StagedFile[] {
     { src: path.join(ivmDir, 'package.json'), rel: 'node_modules/isolated-vm/package.json' },
     { src: ivmMain, rel: 'node_modules/isolated-vm/isolated-vm.js' },
     { src: path.join(ivmDir, 'out', 'isolated_vm.node'), rel: 'node_modules/isolated-vm/out/isolated_vm.node' },
+    { src: path.join(sesDist, 'ses.umd.min.js'), rel: 'node_modules/ses/dist/ses.umd.min.js' },
   ];
 }
 

@@ -131,7 +131,9 @@ export class IsolateBackend implements Backend {
     const result = await pool.run(job, io, signal);
     const elapsed = performance.now() - t0;
     const startMs = Math.max(0, elapsed - result.execMs);
-    const notes = { isolate: result.reused ? 'reused (same code, fresh context)' : 'fresh' };
+    const notes = {
+      isolate: result.hardened === true ? (result.reused ? 'hardened context, reset after an earlier run' : 'hardened context, first run') : result.reused ? 'reused (same code, fresh context)' : 'fresh',
+    };
     if (signal.aborted) {
       const code = abortCode(signal);
       return { exitCode: null, error: { code, message: code === 'timeout' ? `timed out after ${spec.limits.timeoutMs} ms` : 'killed' }, startMs, execMs: result.execMs, notes };

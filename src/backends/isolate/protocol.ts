@@ -32,7 +32,15 @@ export interface HostJob {
 
 /** What came of one job, as the host saw it. */
 export type HostResult =
-  | { readonly ok: true; readonly outputJson?: string; readonly startMs: number; readonly execMs: number; readonly reused: boolean }
+  | {
+      readonly ok: true;
+      readonly outputJson?: string;
+      readonly startMs: number;
+      readonly execMs: number;
+      readonly reused: boolean;
+      /** True when the run had a hardened context (SES lockdown, reset between runs) rather than a fresh one. */
+      readonly hardened?: boolean;
+    }
   | {
       readonly ok: false;
       readonly code: WorkloadErrorCode;
@@ -42,6 +50,7 @@ export type HostResult =
       readonly startMs: number;
       readonly execMs: number;
       readonly reused: boolean;
+      readonly hardened?: boolean;
     };
 
 /** Server → host. */

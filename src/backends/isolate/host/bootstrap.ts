@@ -4,14 +4,16 @@
  * and the two plain functions the host hands it (`hostOut`, `hostTimer`), whose arguments are
  * copied out by structured clone.
  *
- * It evaluates to a factory `(hostOut, hostTimer, wasmPages) => dispatch`. `dispatch(op, …)`
- * is the one entry point the host calls:
+ * It evaluates to a factory `(hostOut, hostTimer, wasmPages, hardened) => dispatch`.
+ * `dispatch(op, …)` is the one entry point the host calls:
  * - `dispatch('module', namespace, inputJson, outputBytes)` calls the module's default export;
  * - `dispatch('script', wrapper, inputJson, outputBytes)` runs a CommonJS-style wrapper and calls
  *   `module.exports` (or its `default`);
  * - `dispatch('wasm', bytes, inputJson, outputBytes)` instantiates a Wasm module and calls its
  *   exported `main` with `input.args`;
- * - `dispatch('fire', timerId)` runs a due timer.
+ * - `dispatch('fire', timerId, generation)` runs a due timer of the current run (a timer of an
+ *   earlier run of a reused context never fires);
+ * - `dispatch('reset', seed)` (hardened contexts only) ends a run: see below.
  *
  * A call resolves to a plain object of strings (`{ ok, json }` or `{ ok: false, kind, name,
  * message, stack, wasmFull }`), which the host checks as untrusted data.
@@ -24,8 +26,20 @@
  * - `WebAssembly.Module`/`Instance`/`Memory`/`compile`/`instantiate` are wrapped so that every
  *   Wasm memory gets a maximum and all of a run's memories together stay within `mem_mb`:
  *   V8 allocates Wasm memory outside the heap, where isolated-vm's limit does not see it.
+ *
+ * With `hardened` (SES must have been evaluated in the context first), the context is made fit
+ * to serve many runs, one after another, with nothing of one run reaching the next:
+ * - `Math.random` draws from a generator reseeded by the host at every `reset`;
+ * - creating a `FinalizationRegistry` marks the run, since its callback could run during a
+ *   later run: `reset` then answers "not clean" and the host throws the isolate away;
+ * - SES `lockdown()` freezes every intrinsic (prototypes, `JSON`, `Math`, `Error` …), then
+ *   everything else reachable from the global object is hardened too, and a walk checks that
+ *   nothing reachable but the global object itself is left mutable (else the factory throws);
+ * - the global object's own properties are recorded; `reset` deletes what a run added, puts
+ *   back what it replaced, resets `Error.stackTraceLimit`/`prepareStackTrace` and all per-run
+ *   state (timers, output counts, Wasm accounting), and answers whether that fully worked.
  */
-export const BOOTSTRAP_SOURCE = String.raw`(function vulcanBootstrap(hostOut, hostTimer, wasmPages) {
+export const BOOTSTRAP_SOURCE = String.raw`(function vulcanBootstrap(hostOut, hostTimer, wasmPages, hardened) {
 'use strict';
 const g = globalThis;
 const ObjectDefine = Object.defineProperty;
@@ -49,6 +63,13 @@ const MapCtor = Map;
 const Uint8ArrayCtor = Uint8Array;
 const ArrayBufferCtor = ArrayBuffer;
 const ArrayBufferIsView = ArrayBuffer.isView;
+const ReflectOwnKeys = Reflect.ownKeys;
+const ReflectDeleteProperty = Reflect.deleteProperty;
+const ReflectDefineProperty = Reflect.defineProperty;
+const ObjectIsExtensible = Object.isExtensible;
+const ObjectIsFrozen = Object.isFrozen;
+const MathImul = Math.imul;
+const SetCtor = Set;
 
 // --- globals that must not exist -------------------------------------------------------
 delete g.SharedArrayBuffer;
@@ -111,6 +132,7 @@ ObjectDefine(g, 'console', { value: consoleObject, writable: true, configurable:
 // --- timers -------------------------------------------------------------------------------
 const timers = new MapCtor();
 let nextTimer = 1;
+let generation = 0;
 const MAX_TIMERS = 10000;
 function addTimer(fn, ms, args, repeat) {
   if (typeof fn !== 'function') throw new TypeErrorCtor('The "callback" argument must be of type function');
@@ -322,6 +344,7 @@ function safeString(value) {
   try { return StringCtor(value); } catch (e) { return '[unprintable]'; }
 }
 function failure(error) {
+  frozenWriteHint(error);
   let name = 'Error';
   let message = '';
   let stack = '';
@@ -356,8 +379,133 @@ function toNumberArgs(input) {
   const args = input !== null && typeof input === 'object' && ArrayIsArray(input.args) ? input.args : [];
   return args.map((a) => (typeof a === 'number' ? a : Number(a)));
 }
+// --- a hardened context: many runs, one after another, nothing carried over -------------
+let tainted = false;
+let seed0 = 0x9e3779b9, seed1 = 0x243f6a88, seed2 = 0xb7e15162, seed3 = 0x85a308d3;
+function rotl(x, k) { return (x << k) | (x >>> (32 - k)); }
+// xoshiro128**: V8's own generator state would carry over from run to run in a shared context.
+function next32() {
+  const result = MathImul(rotl(MathImul(seed1, 5), 7), 9) >>> 0;
+  const t = seed1 << 9;
+  seed2 ^= seed0; seed3 ^= seed1; seed1 ^= seed2; seed0 ^= seed3; seed2 ^= t; seed3 = rotl(seed3, 11);
+  return result;
+}
+let baseGlobals = null;
+let baseProto = null;
+let baseStackTraceLimit;
+let basePrepareStackTrace;
+// lockdown() puts its own Error constructor on the global object; its statics are what runs see.
+let GlobalError = ErrorCtor;
+function frozenWriteHint(error) {
+  if (!hardened || !(error instanceof TypeErrorCtor)) return;
+  const m = error.message;
+  if (typeof m === 'string' && /not extensible|read[ -]only property|Cannot redefine property|Cannot delete property|Cannot assign to/.test(m)) {
+    try {
+      error.message = m + ' (built-in objects such as Object.prototype, Array.prototype, JSON and Math are frozen in the isolate backend, so that nothing one run changes reaches the next; set your own properties on globalThis or on your own objects)';
+    } catch (e) { /* a frozen error object keeps its message */ }
+  }
+}
+if (hardened) {
+  const OFinalizationRegistry = g.FinalizationRegistry;
+  const FinalizationRegistry = function FinalizationRegistry(cleanup) {
+    if (new.target === undefined) throw new TypeErrorCtor("Constructor FinalizationRegistry requires 'new'");
+    tainted = true;
+    return ReflectConstruct(OFinalizationRegistry, [cleanup], new.target);
+  };
+  FinalizationRegistry.prototype = OFinalizationRegistry.prototype;
+  ObjectDefine(OFinalizationRegistry.prototype, 'constructor', { value: FinalizationRegistry, writable: true, configurable: true, enumerable: false });
+  ObjectDefine(g, 'FinalizationRegistry', { value: FinalizationRegistry, writable: true, configurable: true, enumerable: false });
+  ObjectDefine(g.Math, 'random', {
+    value: { random() { return ((next32() >>> 5) * 67108864 + (next32() >>> 6)) / 9007199254740992; } }.random,
+    writable: true, configurable: true, enumerable: false,
+  });
+  const lockdown = g.lockdown;
+  if (typeof lockdown !== 'function') throw new TypeErrorCtor('SES is not loaded in this context');
+  lockdown({ errorTaming: 'unsafe', consoleTaming: 'unsafe', evalTaming: 'unsafe-eval', overrideTaming: 'moderate', reporting: 'none' });
+  const harden = g.harden;
+  // SES's own entry points are no part of what user code may reach.
+  for (const name of ['lockdown', 'harden', 'repairIntrinsics', 'Compartment', 'assert', 'HandledPromise', 'ModuleSource', 'StaticModuleRecord', 'getStackString']) ReflectDeleteProperty(g, name);
+  for (const key of ReflectOwnKeys(g)) {
+    if (typeof key === 'symbol') ReflectDeleteProperty(g, key);
+  }
+  // SES replaces Error with its own constructor, whose stackTraceLimit and prepareStackTrace
+  // forward to V8's original Error. WebAssembly's error classes (unknown to SES) still inherit
+  // from that original: hardening them would freeze it and make those two read-only.
+  for (const name of ['CompileError', 'LinkError', 'RuntimeError']) {
+    const C = W[name];
+    if (typeof C === 'function' && ObjectGetProto(C) !== g.Error) Object.setPrototypeOf(C, g.Error);
+  }
+  harden(ObjectGetProto(g));
+  for (const key of ReflectOwnKeys(g)) {
+    const d = ObjectGetOwnDesc(g, key);
+    if (d === undefined) continue;
+    if (d.value !== g) harden(d.value);
+    harden(d.get);
+    harden(d.set);
+  }
+  // Everything reachable from the global object, except that object itself, must now be frozen.
+  const seen = new SetCtor();
+  const queue = [ObjectGetProto(g)];
+  for (const key of ReflectOwnKeys(g)) {
+    const d = ObjectGetOwnDesc(g, key);
+    queue.push(d.value, d.get, d.set);
+  }
+  while (queue.length > 0) {
+    const o = queue.pop();
+    if (o === null || o === g || (typeof o !== 'object' && typeof o !== 'function') || seen.has(o)) continue;
+    seen.add(o);
+    if (!ObjectIsFrozen(o)) throw new TypeErrorCtor('the hardened context has a mutable object reachable from its global object');
+    for (const key of ReflectOwnKeys(o)) {
+      const d = ObjectGetOwnDesc(o, key);
+      queue.push(d.value, d.get, d.set);
+    }
+    queue.push(ObjectGetProto(o));
+  }
+  baseGlobals = new MapCtor();
+  for (const key of ReflectOwnKeys(g)) baseGlobals.set(key, ObjectGetOwnDesc(g, key));
+  baseProto = ObjectGetProto(g);
+  GlobalError = g.Error;
+  baseStackTraceLimit = GlobalError.stackTraceLimit;
+  basePrepareStackTrace = GlobalError.prepareStackTrace;
+}
+// Ends a run in a hardened context; answers true when nothing of it is left.
+function resetRun(seed) {
+  let clean = !tainted && ObjectIsExtensible(g) && ObjectGetProto(g) === baseProto;
+  const keys = ReflectOwnKeys(g);
+  for (let i = 0; i < keys.length; i++) {
+    if (!baseGlobals.has(keys[i]) && !ReflectDeleteProperty(g, keys[i])) clean = false;
+  }
+  for (const [key, d] of baseGlobals) {
+    const c = ObjectGetOwnDesc(g, key);
+    if (c === undefined || c.value !== d.value || c.get !== d.get || c.set !== d.set || c.writable !== d.writable || c.enumerable !== d.enumerable || c.configurable !== d.configurable) {
+      if (!ReflectDefineProperty(g, key, d)) clean = false;
+    }
+  }
+  try {
+    GlobalError.stackTraceLimit = baseStackTraceLimit;
+    GlobalError.prepareStackTrace = basePrepareStackTrace;
+    if (GlobalError.stackTraceLimit !== baseStackTraceLimit || GlobalError.prepareStackTrace !== basePrepareStackTrace) clean = false;
+  } catch (e) { clean = false; }
+  timers.clear();
+  nextTimer = 1;
+  generation++;
+  sent[0] = sent[1] = sent[2] = 0;
+  outputCap = 1048576;
+  tracked.length = 0;
+  pagesLeft = wasmPages;
+  failRun = null;
+  if (typeof seed === 'string' && seed.length === 32) {
+    seed0 = +('0x' + seed.slice(0, 8)) | 0; seed1 = +('0x' + seed.slice(8, 16)) | 0;
+    seed2 = +('0x' + seed.slice(16, 24)) | 0; seed3 = +('0x' + seed.slice(24, 32)) | 0;
+    if ((seed0 | seed1 | seed2 | seed3) === 0) seed0 = 1;
+  } else {
+    clean = false;
+  }
+  return clean;
+}
 return function dispatch(op, target, inputJson, outputBytes) {
   if (op === 'fire') {
+    if (inputJson !== generation) return;
     const timer = timers.get(target);
     if (timer === undefined) return;
     if (timer.repeat) hostTimer(target, timer.delay); else timers.delete(target);
@@ -384,6 +532,7 @@ return function dispatch(op, target, inputJson, outputBytes) {
       return main(...toNumberArgs(parseInput(inputJson)));
     });
   }
+  if (op === 'reset' && hardened) return resetRun(target);
   throw new TypeErrorCtor('unknown operation ' + op);
 };
 })`;

@@ -4,14 +4,19 @@
  * in a process booted from Node's startup snapshot). It reads `ToHost` frames on stdin and
  * writes `FromHost` frames on stdout (see ../protocol.ts); it never prints anything else there.
  *
- * Each run gets a context no other run has touched. Isolates are kept warm two ways, both
- * safe for "nothing survives between runs":
- * - fresh isolates (per memory limit) that have run nothing yet, each with a context already
- *   bootstrapped, for new code;
- * - isolates that finished a run of the same code (same hash, same memory limit) cleanly:
- *   they run it again in a new context, so no global of the earlier run is visible.
- * An isolate that timed out, hit a limit, or was cancelled is disposed, never reused.
+ * Nothing of one run is visible to the next. Runs go, in this order of preference, to:
+ * - a hardened isolate (per memory limit, any code): one long-lived context, locked down with SES
+ *   and reset after every run (see bootstrap.ts); a run there costs no new context. Built in the
+ *   background (≈ 65 ms of CPU each), up to HARDENED_PER_MEM per limit, one more whenever a run
+ *   found none idle;
+ * - otherwise a context no other run has touched, in an isolate kept warm one of two ways:
+ *   fresh isolates (per memory limit) that have run nothing yet, each with a context already
+ *   bootstrapped, for new code; or isolates that finished a run of the same code (same hash,
+ *   same memory limit) cleanly, which run it again in a new context.
+ * An isolate that timed out, hit a limit, was cancelled, or whose hardened context could not be
+ * fully reset is disposed, never reused.
  */
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import ivm from 'isolated-vm';
 import { BOOTSTRAP_SOURCE } from './bootstrap.js';
@@ -40,6 +45,30 @@ const CODE_CACHE_ENTRIES = 256;
 const MAX_OUTPUT_JSON_BYTES = 16 * 1024 * 1024;
 /** Memory limits to warm before any job asks: the isolate default and the core default. */
 const PREWARM_MEM_MB = [128, 256];
+/**
+ * Hardened isolates built per memory limit before any run asks (PREWARM_MEM_MB). A sync run holds
+ * one for a fraction of a millisecond, so a few serve many clients.
+ */
+const PREWARM_HARDENED = 2;
+/**
+ * Hardened isolates in all, the most runs a host has in flight without queueing (≈ 3 MiB of
+ * heap each: SES and the frozen intrinsics). Past it, runs wait for one to come free.
+ */
+const HARDENED_TOTAL = 48;
+/** A run that waited this long for a hardened isolate has one more built (≈ 65 ms of CPU). */
+const GROW_AFTER_MS = 10;
+/** A hardened isolate is rebuilt after this many runs (its heap's caches, never its state, grow). */
+const MAX_RUNS_HARDENED = 10_000;
+/** Compiled scripts kept per isolate (a hardened isolate runs many codes in turn). */
+const SCRIPTS_PER_ISOLATE = 64;
+/** SES, staged beside the host (host-files.ts); without it, only fresh contexts are used. */
+const SES_SOURCE: string | null = (() => {
+  try {
+    return fs.readFileSync(new URL('../node_modules/ses/dist/ses.umd.min.js', import.meta.url), 'utf8');
+  } catch {
+    return null;
+  }
+})();
 
 type Dispatch = ivm.Reference<(...args: unknown[]) => unknown>;
 
@@ -52,6 +81,10 @@ interface Prepared {
   readonly context: ivm.Context;
   readonly dispatch: Dispatch;
   readonly sink: Sink;
+  /** True for a hardened context (serves many runs; reset after each). */
+  readonly hardened: boolean;
+  /** The run this context serves; timers of earlier runs carry an older number and never fire. */
+  generation: number;
   /**
    * A CommonJS wrapper already evaluated in this context, for the code the isolate last ran:
    * evaluating `(function (exports, module) {…})` defines a function and runs none of the code,
@@ -70,6 +103,8 @@ interface Slot {
   /** Compiled CommonJS wrappers by code hash (unbound scripts run in any context of this isolate). */
   readonly scripts: Map<string, ivm.Script>;
   bootstrap: ivm.Script | null;
+  /** The long-lived context of a hardened isolate; null for the others (and once disposed). */
+  hardened: Prepared | null;
 }
 
 interface Job {
@@ -83,12 +118,22 @@ interface Job {
   abortCode: 'timeout' | 'killed' | null;
   userStartedAt: number;
   finished: boolean;
+  /** `prepared.generation` when the run began. */
+  generation: number;
 }
 
 const fresh = new Map<number, Slot[]>();
 const idle = new Map<string, Slot[]>();
 let idleCount = 0;
 const codeCache = new Map<string, ivm.ExternalCopy<ArrayBuffer>>();
+/** Idle hardened isolates per memory limit, most recently used last. */
+const hardenedIdle = new Map<number, Slot[]>();
+/** Hardened isolates alive (idle, busy or being built) per memory limit. */
+const hardenedAlive = new Map<number, number>();
+let hardenedBuilding = false;
+/** Set when a hardened context could not be built: the host then uses fresh contexts only. */
+let hardenedBroken = SES_SOURCE === null;
+let sesCache: ivm.ExternalCopy<ArrayBuffer> | undefined;
 const jobs = new Map<number, Job>();
 
 let outbox: Buffer[] = [];
@@ -141,14 +186,27 @@ function newSlot(memMB: number): Slot {
       process.exit(70);
     },
   });
-  return { isolate, memMB, runs: 0, spare: null, spareReady: false, scripts: new Map(), bootstrap: null };
+  return { isolate, memMB, runs: 0, spare: null, spareReady: false, scripts: new Map(), bootstrap: null, hardened: null };
 }
 
-async function prepareContext(slot: Slot, codeHash?: string): Promise<Prepared> {
+/** Evaluates SES in `context` (its V8 code cache is shared by every isolate of the host). */
+async function loadSes(isolate: ivm.Isolate, context: ivm.Context): Promise<void> {
+  const cached = sesCache;
+  const script = await isolate.compileScript(SES_SOURCE ?? '', {
+    filename: 'vulcan:ses',
+    ...(cached === undefined ? { produceCachedData: true } : { cachedData: cached }),
+  });
+  if (cached === undefined) sesCache = (script as ivm.Script & ivm.CachedDataResult).cachedData;
+  await script.run(context);
+  script.release();
+}
+
+async function prepareContext(slot: Slot, codeHash?: string, hardened = false): Promise<Prepared> {
   const { isolate } = slot;
   slot.bootstrap ??= await isolate.compileScript(BOOTSTRAP_SOURCE, { filename: 'vulcan:bootstrap' });
   const script = slot.bootstrap;
   const context = await isolate.createContext();
+  if (hardened) await loadSes(isolate, context);
   const sink: Sink = { job: null };
   const hostOut = new ivm.Callback(
     (fd: unknown, data: unknown) => {
@@ -167,11 +225,11 @@ async function prepareContext(slot: Slot, codeHash?: string): Promise<Prepared> 
     { ignored: true },
   );
   const factory = (await script.run(context, { reference: true })) as ivm.Reference<(...args: unknown[]) => unknown>;
-  const dispatch = (await factory.apply(undefined, [hostOut, hostTimer, slot.memMB * 16], { result: { reference: true } })) as Dispatch;
+  const dispatch = (await factory.apply(undefined, [hostOut, hostTimer, slot.memMB * 16, hardened], { result: { reference: true } })) as Dispatch;
   factory.release();
   const user = codeHash === undefined ? undefined : slot.scripts.get(codeHash);
   const wrapper = user === undefined || codeHash === undefined ? null : { codeHash, ref: (await user.run(context, { reference: true })) as ivm.Reference<unknown> };
-  return { context, dispatch, sink, wrapper };
+  return { context, dispatch, sink, wrapper, hardened, generation: 0 };
 }
 
 function armTimer(job: Job, timerId: number, delayMs: number): void {
@@ -182,7 +240,7 @@ function armTimer(job: Job, timerId: number, delayMs: number): void {
     const prepared = job.prepared;
     if (job.finished || prepared === null) return;
     prepared.dispatch
-      .apply(undefined, ['fire', timerId], { timeout: remainingMs(job) })
+      .apply(undefined, ['fire', timerId, job.generation], { timeout: remainingMs(job) })
       .catch((error: unknown) => {
         // A timer that blew a limit: the main call sees the same isolate state; end the job here
         // in case the main call is only awaiting a promise.
@@ -311,8 +369,173 @@ function putIdle(spec: HostJob, slot: Slot): void {
   }
 }
 
+// --- hardened isolates ---------------------------------------------------------------------
+
+/** A run waiting for a hardened isolate of its memory limit. */
+interface Waiter {
+  readonly job: Job;
+  readonly since: number;
+  readonly resolve: (slot: Slot | null) => void;
+}
+const hardenedWaiting = new Map<number, Waiter[]>();
+/** Memory limits queued for a build; one build runs at a time. */
+const buildQueue: number[] = [];
+
+function hardenedTotal(): number {
+  let total = 0;
+  for (const n of hardenedAlive.values()) total += n;
+  return total + buildQueue.length;
+}
+
+/** An idle hardened isolate of `memMB`, preferring one that has this code compiled. */
+function takeHardened(spec: HostJob): Slot | undefined {
+  const list = hardenedIdle.get(spec.memMB);
+  if (list === undefined || list.length === 0) return undefined;
+  let index = list.length - 1;
+  for (let i = list.length - 1; i >= 0; i--) {
+    if (list[i]?.scripts.has(spec.codeHash) === true) {
+      index = i;
+      break;
+    }
+  }
+  return list.splice(index, 1)[0];
+}
+
+/**
+ * Waits for a hardened isolate of the job's memory limit: one that another run puts back (a sync
+ * run holds one for a fraction of a millisecond), or a new one, built when the limit has none or
+ * a run has waited GROW_AFTER_MS (the ones there are are held by slower runs). Resolves null when
+ * hardened isolates cannot be built on this host.
+ */
+function waitHardened(job: Job): Promise<Slot | null> {
+  const memMB = job.spec.memMB;
+  return new Promise((resolve) => {
+    const list = hardenedWaiting.get(memMB) ?? [];
+    hardenedWaiting.set(memMB, list);
+    list.push({ job, since: performance.now(), resolve });
+    if ((hardenedAlive.get(memMB) ?? 0) === 0 && !buildQueue.includes(memMB)) requestBuild(memMB);
+    else scheduleGrowCheck();
+  });
+}
+
+let growCheckScheduled = false;
+function scheduleGrowCheck(): void {
+  if (growCheckScheduled) return;
+  growCheckScheduled = true;
+  setTimeout(growCheck, GROW_AFTER_MS);
+}
+
+function growCheck(): void {
+  growCheckScheduled = false;
+  const now = performance.now();
+  let pending = false;
+  for (const [memMB, list] of hardenedWaiting) {
+    while (list.length > 0 && list[0]?.job.finished === true) list.shift();
+    const first = list[0];
+    if (first === undefined) continue;
+    pending = true;
+    if (now - first.since >= GROW_AFTER_MS && !buildQueue.includes(memMB)) requestBuild(memMB);
+  }
+  if (pending) scheduleGrowCheck();
+}
+
+/** Queues a build of one more hardened isolate of `memMB`, making room under HARDENED_TOTAL. */
+function requestBuild(memMB: number): void {
+  if (hardenedBroken) return;
+  if (hardenedTotal() >= HARDENED_TOTAL) {
+    // Room only by letting an idle isolate of another limit go.
+    for (const [other, list] of hardenedIdle) {
+      if (other === memMB || list.length === 0) continue;
+      const victim = list.shift();
+      if (victim !== undefined) disposeSlot(victim);
+      break;
+    }
+    if (hardenedTotal() >= HARDENED_TOTAL) return;
+  }
+  buildQueue.push(memMB);
+  pumpBuilds();
+}
+
+function pumpBuilds(): void {
+  if (hardenedBuilding || hardenedBroken) return;
+  const memMB = buildQueue.shift();
+  if (memMB === undefined) return;
+  hardenedBuilding = true;
+  hardenedAlive.set(memMB, (hardenedAlive.get(memMB) ?? 0) + 1);
+  const slot = newSlot(memMB);
+  prepareContext(slot, undefined, true).then(
+    (prepared) => {
+      hardenedBuilding = false;
+      slot.hardened = prepared;
+      releaseHardened(slot);
+      pumpBuilds();
+    },
+    (error: unknown) => {
+      hardenedBuilding = false;
+      hardenedAlive.set(memMB, (hardenedAlive.get(memMB) ?? 1) - 1);
+      if (!slot.isolate.isDisposed) slot.isolate.dispose();
+      // A broken SES stays broken: every run, waiting or not, takes a fresh context instead.
+      hardenedBroken = true;
+      buildQueue.length = 0;
+      log('warn', `could not build a hardened isolate context; using a fresh context per run: ${String(error)}`);
+      for (const list of hardenedWaiting.values()) for (const w of list.splice(0)) w.resolve(null);
+      refill();
+    },
+  );
+}
+
+/** Hands an idle hardened isolate to the first run waiting for its limit, or puts it back. */
+function releaseHardened(slot: Slot): void {
+  const waiting = hardenedWaiting.get(slot.memMB);
+  while (waiting !== undefined && waiting.length > 0) {
+    const w = waiting.shift();
+    if (w === undefined || w.job.finished) continue;
+    w.resolve(slot);
+    return;
+  }
+  const list = hardenedIdle.get(slot.memMB) ?? [];
+  hardenedIdle.set(slot.memMB, list);
+  list.push(slot);
+}
+
+/** Ends a run in a hardened isolate: resets its context and puts it back, or disposes it. */
+function finishHardened(slot: Slot, prepared: Prepared, reusable: boolean): void {
+  prepared.sink.job = null;
+  let clean = false;
+  if (reusable && !slot.isolate.isDisposed && slot.runs < MAX_RUNS_HARDENED) {
+    try {
+      clean = prepared.dispatch.applySync(undefined, ['reset', randomBytes(16).toString('hex')], { timeout: 1_000 }) === true;
+      prepared.generation++;
+      const heap = slot.isolate.getHeapStatisticsSync();
+      if (heap.used_heap_size + heap.externally_allocated_size >= REUSE_HEAP_SHARE * slot.memMB * 1024 * 1024) clean = false;
+    } catch {
+      clean = false;
+    }
+  }
+  if (clean) {
+    releaseHardened(slot);
+    return;
+  }
+  disposeSlot(slot);
+  if ((hardenedWaiting.get(slot.memMB)?.length ?? 0) > 0 || (hardenedAlive.get(slot.memMB) ?? 0) < PREWARM_HARDENED) requestBuild(slot.memMB);
+}
+
 function disposeSlot(slot: Slot): void {
+  if (slot.hardened !== null) {
+    slot.hardened = null;
+    hardenedAlive.set(slot.memMB, (hardenedAlive.get(slot.memMB) ?? 1) - 1);
+    const list = hardenedIdle.get(slot.memMB);
+    const at = list?.indexOf(slot) ?? -1;
+    if (at >= 0) list?.splice(at, 1);
+  }
   if (!slot.isolate.isDisposed) slot.isolate.dispose();
+  for (const script of slot.scripts.values()) {
+    try {
+      script.release();
+    } catch {
+      // already gone with its isolate
+    }
+  }
   slot.scripts.clear();
   slot.bootstrap = null;
 }
@@ -348,7 +571,11 @@ function remember(hash: string, data: ivm.ExternalCopy<ArrayBuffer> | undefined)
 
 async function compileScript(slot: Slot, spec: HostJob): Promise<ivm.Script> {
   const known = slot.scripts.get(spec.codeHash);
-  if (known !== undefined) return known;
+  if (known !== undefined) {
+    slot.scripts.delete(spec.codeHash);
+    slot.scripts.set(spec.codeHash, known);
+    return known;
+  }
   // The wrapper keeps the code's line numbers: it adds nothing before the first line.
   const wrapped = `(function (exports, module) {${spec.source ?? ''}\n})`;
   const cached = cachedData(spec.codeHash);
@@ -358,6 +585,11 @@ async function compileScript(slot: Slot, spec: HostJob): Promise<ivm.Script> {
   });
   if (cached === undefined) remember(spec.codeHash, (script as ivm.Script & ivm.CachedDataResult).cachedData);
   slot.scripts.set(spec.codeHash, script);
+  if (slot.scripts.size > SCRIPTS_PER_ISOLATE) {
+    const oldest = slot.scripts.keys().next().value as string;
+    slot.scripts.get(oldest)?.release();
+    slot.scripts.delete(oldest);
+  }
   return script;
 }
 
@@ -459,6 +691,12 @@ function finish(job: Job, result: HostResult, reusable: boolean): void {
   for (const handle of job.timers.values()) clearTimeout(handle);
   job.timers.clear();
   const { slot, prepared } = job;
+  if (prepared?.hardened === true && slot !== null) {
+    send({ t: 'done', id: job.id, result: { ...result, hardened: true } });
+    slot.runs++;
+    finishHardened(slot, prepared, reusable);
+    return;
+  }
   if (prepared !== null) {
     try {
       releaseContext(prepared);
@@ -502,21 +740,36 @@ async function runJob(id: number, spec: HostJob): Promise<void> {
     abortCode: null,
     userStartedAt: 0,
     finished: false,
+    generation: 0,
   };
   jobs.set(id, job);
   // The host's own deadline, independent of the server's: disposing the isolate stops any
   // code (a loop, a promise that never settles) at once.
   job.deadline = setTimeout(() => abort(job, 'timeout'), spec.timeoutMs);
   try {
-    const slot = takeIdle(spec) ?? takeFresh(spec.memMB);
-    job.slot = slot;
-    const spare = slot.spare;
-    slot.spare = null;
-    slot.spareReady = false;
-    const prepared = spare !== null ? await spare : await prepareContext(slot);
+    const hardened = hardenedBroken ? null : (takeHardened(spec) ?? (await waitHardened(job)));
     if (job.finished) {
-      releaseContext(prepared);
+      if (hardened !== null) releaseHardened(hardened);
       return;
+    }
+    let slot: Slot;
+    let prepared: Prepared;
+    if (hardened?.hardened != null) {
+      slot = hardened;
+      job.slot = slot;
+      prepared = hardened.hardened;
+      job.generation = prepared.generation;
+    } else {
+      slot = takeIdle(spec) ?? takeFresh(spec.memMB);
+      job.slot = slot;
+      const spare = slot.spare;
+      slot.spare = null;
+      slot.spareReady = false;
+      prepared = spare !== null ? await spare : await prepareContext(slot);
+      if (job.finished) {
+        releaseContext(prepared);
+        return;
+      }
     }
     job.prepared = prepared;
     prepared.sink.job = job;
@@ -563,7 +816,9 @@ function main(): void {
   // The server went away: nothing is left to serve.
   process.stdin.on('end', () => process.exit(0));
   for (const memMB of PREWARM_MEM_MB) fresh.set(memMB, []);
-  refill();
+  for (let i = 0; i < PREWARM_HARDENED; i++) for (const memMB of PREWARM_MEM_MB) requestBuild(memMB);
+  // Fresh isolates are warmed only for a host without hardened contexts (see pumpBuilds).
+  if (hardenedBroken) refill();
   send({ t: 'ready', pid: process.pid });
 }
 
