@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { eventually, processesWith } from '../helpers/context.js';
 
-/** QEMUs, VM directories, sockets and overlay files a microvm sandbox of `dataDir` left. */
+/** QEMUs, VM directories, sockets, overlay files and pause snapshots a microvm sandbox of `dataDir` left. */
 export async function microvmSandboxLeftovers(dataDir: string): Promise<string[]> {
   const tag = `vulcan-sbx-${createHash('sha256').update(dataDir).digest('hex').slice(0, 8)}-`;
   return eventually(() => {
