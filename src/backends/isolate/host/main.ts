@@ -387,18 +387,25 @@ function hardenedTotal(): number {
   return total + buildQueue.length;
 }
 
-/** An idle hardened isolate of `memMB`, preferring one that has this code compiled. */
+/**
+ * An idle hardened isolate of `memMB`, preferring one whose context has this code's wrapper
+ * evaluated, then one that has it compiled.
+ */
 function takeHardened(spec: HostJob): Slot | undefined {
   const list = hardenedIdle.get(spec.memMB);
   if (list === undefined || list.length === 0) return undefined;
   let index = list.length - 1;
+  let compiled = -1;
   for (let i = list.length - 1; i >= 0; i--) {
-    if (list[i]?.scripts.has(spec.codeHash) === true) {
+    const slot = list[i];
+    if (slot?.hardened?.wrapper?.codeHash === spec.codeHash) {
       index = i;
+      compiled = -1;
       break;
     }
+    if (compiled < 0 && slot?.scripts.has(spec.codeHash) === true) compiled = i;
   }
-  return list.splice(index, 1)[0];
+  return list.splice(compiled >= 0 ? compiled : index, 1)[0];
 }
 
 /**
@@ -498,26 +505,41 @@ function releaseHardened(slot: Slot): void {
   list.push(slot);
 }
 
-/** Ends a run in a hardened isolate: resets its context and puts it back, or disposes it. */
-function finishHardened(slot: Slot, prepared: Prepared, reusable: boolean): void {
+/**
+ * Ends a run in a hardened isolate, once its result is written: resets the context (one call
+ * into the isolate), evaluates the wrapper of the code it ran for the next run (defines a
+ * function, runs none of the code), then puts it back. Disposes it when the run was not clean,
+ * the reset says something stayed, or its heap stayed large.
+ */
+function finishHardened(slot: Slot, prepared: Prepared, reusable: boolean, codeHash: string): void {
   prepared.sink.job = null;
-  let clean = false;
-  if (reusable && !slot.isolate.isDisposed && slot.runs < MAX_RUNS_HARDENED) {
-    try {
-      clean = prepared.dispatch.applySync(undefined, ['reset', randomBytes(16).toString('hex')], { timeout: 1_000 }) === true;
-      prepared.generation++;
-      const heap = slot.isolate.getHeapStatisticsSync();
-      if (heap.used_heap_size + heap.externally_allocated_size >= REUSE_HEAP_SHARE * slot.memMB * 1024 * 1024) clean = false;
-    } catch {
-      clean = false;
-    }
-  }
-  if (clean) {
-    releaseHardened(slot);
+  const retire = (): void => {
+    disposeSlot(slot);
+    if ((hardenedWaiting.get(slot.memMB)?.length ?? 0) > 0 || (hardenedAlive.get(slot.memMB) ?? 0) < PREWARM_HARDENED) requestBuild(slot.memMB);
+  };
+  if (!reusable || slot.isolate.isDisposed || slot.runs >= MAX_RUNS_HARDENED) {
+    retire();
     return;
   }
-  disposeSlot(slot);
-  if ((hardenedWaiting.get(slot.memMB)?.length ?? 0) > 0 || (hardenedAlive.get(slot.memMB) ?? 0) < PREWARM_HARDENED) requestBuild(slot.memMB);
+  const reset = async (): Promise<boolean> => {
+    prepared.wrapper?.ref.release();
+    prepared.wrapper = null;
+    const clean = (await prepared.dispatch.apply(undefined, ['reset', randomBytes(16).toString('hex')], { timeout: 1_000 })) === true;
+    prepared.generation++;
+    if (!clean) return false;
+    const heap = await slot.isolate.getHeapStatistics();
+    if (heap.used_heap_size + heap.externally_allocated_size >= REUSE_HEAP_SHARE * slot.memMB * 1024 * 1024) return false;
+    const script = slot.scripts.get(codeHash);
+    if (script !== undefined) prepared.wrapper = { codeHash, ref: (await script.run(prepared.context, { reference: true, timeout: 1_000 })) as ivm.Reference<unknown> };
+    return true;
+  };
+  // After this turn's frames are written: the result goes out before the isolate's thread competes for the CPU.
+  setImmediate(() => {
+    reset().then(
+      (clean) => (clean ? releaseHardened(slot) : retire()),
+      () => retire(),
+    );
+  });
 }
 
 function disposeSlot(slot: Slot): void {
@@ -694,7 +716,7 @@ function finish(job: Job, result: HostResult, reusable: boolean): void {
   if (prepared?.hardened === true && slot !== null) {
     send({ t: 'done', id: job.id, result: { ...result, hardened: true } });
     slot.runs++;
-    finishHardened(slot, prepared, reusable);
+    finishHardened(slot, prepared, reusable, job.spec.codeHash);
     return;
   }
   if (prepared !== null) {
