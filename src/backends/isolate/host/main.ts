@@ -120,6 +120,8 @@ interface Job {
   finished: boolean;
   /** `prepared.generation` when the run began. */
   generation: number;
+  /** Timer callbacks handed to the isolate and not yet returned. */
+  firing: number;
 }
 
 const fresh = new Map<number, Slot[]>();
@@ -239,8 +241,10 @@ function armTimer(job: Job, timerId: number, delayMs: number): void {
     job.timers.delete(timerId);
     const prepared = job.prepared;
     if (job.finished || prepared === null) return;
+    job.firing++;
     prepared.dispatch
       .apply(undefined, ['fire', timerId, job.generation], { timeout: remainingMs(job) })
+      .finally(() => job.firing--)
       .catch((error: unknown) => {
         // A timer that blew a limit: the main call sees the same isolate state; end the job here
         // in case the main call is only awaiting a promise.
@@ -521,24 +525,31 @@ function finishHardened(slot: Slot, prepared: Prepared, reusable: boolean, codeH
     retire();
     return;
   }
-  const reset = async (): Promise<boolean> => {
+  // Synchronous calls, on this thread: the isolate is idle, so no hop to its thread and back; and
+  // none of this runs user code (the reset walks the global object's own properties; evaluating
+  // the wrapper defines a function).
+  const reset = (): boolean => {
     prepared.wrapper?.ref.release();
     prepared.wrapper = null;
-    const clean = (await prepared.dispatch.apply(undefined, ['reset', randomBytes(16).toString('hex')], { timeout: 1_000 })) === true;
+    const clean = prepared.dispatch.applySync(undefined, ['reset', randomBytes(16).toString('hex')], { timeout: 1_000 }) === true;
     prepared.generation++;
     if (!clean) return false;
-    const heap = await slot.isolate.getHeapStatistics();
+    const heap = slot.isolate.getHeapStatisticsSync();
     if (heap.used_heap_size + heap.externally_allocated_size >= REUSE_HEAP_SHARE * slot.memMB * 1024 * 1024) return false;
     const script = slot.scripts.get(codeHash);
-    if (script !== undefined) prepared.wrapper = { codeHash, ref: (await script.run(prepared.context, { reference: true, timeout: 1_000 })) as ivm.Reference<unknown> };
+    if (script !== undefined) prepared.wrapper = { codeHash, ref: script.runSync(prepared.context, { reference: true, timeout: 1_000 }) as ivm.Reference<unknown> };
     return true;
   };
-  // After this turn's frames are written: the result goes out before the isolate's thread competes for the CPU.
+  // After this turn's frames are written: the result goes out first.
   setImmediate(() => {
-    reset().then(
-      (clean) => (clean ? releaseHardened(slot) : retire()),
-      () => retire(),
-    );
+    let clean = false;
+    try {
+      clean = reset();
+    } catch {
+      clean = false;
+    }
+    if (clean) releaseHardened(slot);
+    else retire();
   });
 }
 
@@ -716,7 +727,9 @@ function finish(job: Job, result: HostResult, reusable: boolean): void {
   if (prepared?.hardened === true && slot !== null) {
     send({ t: 'done', id: job.id, result: { ...result, hardened: true } });
     slot.runs++;
-    finishHardened(slot, prepared, reusable, job.spec.codeHash);
+    // A timer callback still running (or queued) in the isolate would hold it: the reset runs
+    // synchronously on this thread and must never wait for user code.
+    finishHardened(slot, prepared, reusable && job.firing === 0, job.spec.codeHash);
     return;
   }
   if (prepared !== null) {
@@ -763,6 +776,7 @@ async function runJob(id: number, spec: HostJob): Promise<void> {
     userStartedAt: 0,
     finished: false,
     generation: 0,
+    firing: 0,
   };
   jobs.set(id, job);
   // The host's own deadline, independent of the server's: disposing the isolate stops any
@@ -808,6 +822,10 @@ async function runJob(id: number, spec: HostJob): Promise<void> {
 function abort(job: Job, code: 'timeout' | 'killed'): void {
   if (job.finished || job.abortCode !== null) return;
   job.abortCode = code;
+  // A run still waiting for a hardened isolate stops waiting.
+  const waiting = hardenedWaiting.get(job.spec.memMB);
+  const at = waiting?.findIndex((w) => w.job === job) ?? -1;
+  if (at >= 0) waiting?.splice(at, 1)[0]?.resolve(null);
   // Disposing rejects whatever the job awaits in this isolate; runJob then reports `code`.
   if (job.slot !== null) disposeSlot(job.slot);
   else void finishWithError(job, new Error(code));
