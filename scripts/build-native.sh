@@ -7,8 +7,8 @@ for src in native/*.c; do
   out="build/$(basename "${src%.c}")"
   if [[ ! -x "$out" || "$src" -nt "$out" ]]; then
     flags=()
-    # The PTY helper runs inside images that may have no libc (the sandbox agent bundle).
-    [[ "$(basename "$src")" == vulcan-pty.c ]] && flags=(-static)
+    # The PTY and spawn helpers run inside images that may have no libc (the sandbox agent bundle).
+    case "$(basename "$src")" in vulcan-pty.c | vulcan-spawnd.c) flags=(-static) ;; esac
     cc -O2 -Wall -Wextra -Werror "${flags[@]}" -o "$out" "$src"
   fi
 done

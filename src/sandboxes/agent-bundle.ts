@@ -2,11 +2,12 @@
  * The sandbox agent as one self-contained, read-only directory, for the backends whose
  * sandboxes run on an image instead of the host's /usr (gvisor, container, microvm). An
  * image may have no Node at all (`minimal` is busybox), so the bundle brings its own: the
- * server's node binary, the shared libraries it links and their loader, the agent script
- * and the static PTY helper.
+ * server's node binary, the shared libraries it links and their loader, the agent script,
+ * the static PTY helper and the static spawn helper (which forks the commands instead of
+ * the agent).
  *
  *   <dataDir>/agent-bundle/<digest>/
- *     node  lib/ld-linux-x86-64.so.2  lib/libc.so.6 ...  agent.mjs  pty
+ *     node  lib/ld-linux-x86-64.so.2  lib/libc.so.6 ...  agent.mjs  pty  spawnd
  *
  * A backend mounts it read-only at AGENT_MOUNT and starts `agentArgv()`. Nothing of the
  * host beyond these files is visible. The loader is called directly (`ld.so --library-path
@@ -37,11 +38,12 @@ export function agentArgv(mount = AGENT_MOUNT): string[] {
 
 const LOADER = 'ld-linux-x86-64.so.2';
 
-/** The agent script (built by tsc) and the PTY helper (static, built by scripts/build-native.sh). */
-function sources(installDir: string): { agent: string; pty: string; node: string } {
+/** The agent script (built by tsc) and the PTY and spawn helpers (static, built by scripts/build-native.sh). */
+function sources(installDir: string): { agent: string; pty: string; spawnd: string; node: string } {
   return {
     agent: fileURLToPath(new URL('./agent/agent.js', import.meta.url)),
     pty: path.join(installDir, 'build', 'vulcan-pty'),
+    spawnd: path.join(installDir, 'build', 'vulcan-spawnd'),
     node: fs.realpathSync(process.execPath),
   };
 }
@@ -64,12 +66,13 @@ function sharedLibraries(node: string): string[] {
  */
 export function ensureAgentBundle(dataDir: string, installDir: string): AgentBundle {
   const src = sources(installDir);
-  for (const f of [src.agent, src.pty]) if (!fs.existsSync(f)) throw new Error(`${f} is missing: run npm run build (setup does)`);
+  for (const f of [src.agent, src.pty, src.spawnd]) if (!fs.existsSync(f)) throw new Error(`${f} is missing: run npm run build (setup does)`);
   const nodeStat = fs.statSync(src.node);
   const digest = createHash('sha256')
     .update(`${src.node}\0${nodeStat.size}\0${nodeStat.mtimeMs}\0`)
     .update(fs.readFileSync(src.agent))
     .update(fs.readFileSync(src.pty))
+    .update(fs.readFileSync(src.spawnd))
     .digest('hex')
     .slice(0, 16);
   const root = path.join(dataDir, 'agent-bundle');
@@ -90,8 +93,13 @@ export function ensureAgentBundle(dataDir: string, installDir: string): AgentBun
     fs.chmodSync(path.join(tmp, 'node'), 0o755);
     fs.copyFileSync(src.agent, path.join(tmp, 'agent.mjs'));
     fs.chmodSync(path.join(tmp, 'agent.mjs'), 0o644);
-    fs.copyFileSync(src.pty, path.join(tmp, 'pty'));
-    fs.chmodSync(path.join(tmp, 'pty'), 0o755);
+    for (const [from, name] of [
+      [src.pty, 'pty'],
+      [src.spawnd, 'spawnd'],
+    ] as const) {
+      fs.copyFileSync(from, path.join(tmp, name));
+      fs.chmodSync(path.join(tmp, name), 0o755);
+    }
     try {
       fs.renameSync(tmp, dir);
     } catch (err) {

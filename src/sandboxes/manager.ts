@@ -512,6 +512,12 @@ export class SandboxManager {
             } catch {
               exit = { exit_code: null, signal: null, timed_out: false, duration_ms: 0 };
             }
+            // The exit frame is the agent's last word (every output frame came before it):
+            // answer now rather than a loop turn later, at the connection's close.
+            lease.release();
+            resolve(exit);
+            conn.destroy();
+            return;
           }
         }
       });

@@ -18,7 +18,7 @@ describe('sandbox agent bundle', () => {
       const b = ensureAgentBundle(dataDir, testConfig().installDir);
       assert.equal(a.dir, b.dir);
       assert.deepEqual(fs.readdirSync(`${dataDir}/agent-bundle`), [a.digest]);
-      for (const f of ['node', 'agent.mjs', 'pty', 'lib/ld-linux-x86-64.so.2', 'lib/libc.so.6']) assert.ok(fs.existsSync(`${a.dir}/${f}`), f);
+      for (const f of ['node', 'agent.mjs', 'pty', 'spawnd', 'lib/ld-linux-x86-64.so.2', 'lib/libc.so.6']) assert.ok(fs.existsSync(`${a.dir}/${f}`), f);
       const [loader, flag, lib, node] = agentArgv();
       const out = execFileSync(BWRAP_PATH, [
         '--unshare-all', '--die-with-parent', '--tmpfs', '/', '--ro-bind', a.dir, AGENT_MOUNT, '--proc', '/proc', '--',

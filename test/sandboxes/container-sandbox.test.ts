@@ -336,8 +336,9 @@ describe('container sandboxes through the API', { skip: skipReason ?? false }, (
 
   it('a sandbox whose agent dies is lost with the reason, and its container and directory are removed', { timeout: 30_000 }, async () => {
     const s = await create();
-    // The exec's parent is the agent; killing it ends docker-init and so the container.
-    await sh(s, 'kill -9 $PPID').catch(() => undefined);
+    // Killing the agent ends docker-init and so the container. The exec's parent is the
+    // agent's spawn helper (or the agent, when it forks itself): find the agent by name.
+    await sh(s, 'for p in /proc/[0-9]*; do [ "${p#/proc/}" != $$ ] && grep -q agent.mjs $p/cmdline 2>/dev/null && kill -9 ${p#/proc/}; done').catch(() => undefined);
     let info = await s.refresh();
     for (let i = 0; i < 100 && info.state !== 'lost'; i++) {
       await sleep(100);

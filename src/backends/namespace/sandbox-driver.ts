@@ -111,6 +111,9 @@ class NamespaceSandbox implements SandboxHandle {
   private resolveDied: (reason: string) => void = () => undefined;
   private destroying: Promise<void> | undefined;
   private poll: NodeJS.Timeout | undefined;
+  /** A connection made ahead of need, which the agent has already accepted (see connect). */
+  private spare: net.Socket | undefined;
+  private closed = false;
 
   constructor(
     readonly id: string,
@@ -138,8 +141,50 @@ class NamespaceSandbox implements SandboxHandle {
     return { ...this.p };
   }
 
+  /**
+   * A connection to the agent. One made ahead of need is handed out when there is one: a
+   * fresh connect costs the round trip of the agent accepting it (~0.5–0.9 ms of every exec
+   * here). The next spare is made once the one handed out has closed, off the hot path.
+   */
   connect(signal?: AbortSignal): Promise<Duplex> {
-    return connectUnix(this.p.socket, signal);
+    const spare = this.spare;
+    this.spare = undefined;
+    if (spare && !spare.destroyed && !signal?.aborted) {
+      spare.ref();
+      spare.off('close', this.onSpareClose);
+      spare.once('close', () => this.makeSpare());
+      if (spare.readyState === 'open') return Promise.resolve(spare);
+      // Still connecting: as good as a new connection.
+      return new Promise((resolve, reject) => {
+        spare.once('connect', () => resolve(spare));
+        spare.once('error', reject);
+      });
+    }
+    spare?.destroy();
+    return connectUnix(this.p.socket, signal).then((sock) => {
+      sock.once('close', () => this.makeSpare());
+      return sock;
+    });
+  }
+
+  /** Opens the next spare connection, unless there is one or the sandbox is going away. */
+  makeSpare(): void {
+    if (this.spare || this.closed || this.destroying) return;
+    const sock = net.connect({ path: this.p.socket, allowHalfOpen: true });
+    this.spare = sock;
+    // While it waits, it must not keep a closing server alive (connect() refs it).
+    sock.unref();
+    sock.on('error', () => undefined);
+    sock.once('close', this.onSpareClose);
+  }
+
+  private readonly onSpareClose = (): void => {
+    if (this.spare?.destroyed) this.spare = undefined;
+  };
+
+  private dropSpare(): void {
+    this.spare?.destroy();
+    this.spare = undefined;
   }
 
   pause(): Promise<void> {
@@ -152,11 +197,14 @@ class NamespaceSandbox implements SandboxHandle {
 
   /** Stops watching without killing (the server is closing; the sandbox lives on). */
   detach(): void {
+    this.closed = true;
+    this.dropSpare();
     clearInterval(this.poll);
   }
 
   destroy(): Promise<void> {
     this.destroying ??= (async () => {
+      this.dropSpare();
       clearInterval(this.poll);
       // A frozen group cannot die: thaw so the SIGKILLs land (killAll freezes again itself).
       await this.cgroup.thaw().catch(() => undefined);
@@ -183,6 +231,7 @@ export class NamespaceSandboxDriver implements SandboxDriver {
   readonly defaultImage = 'host';
   private readonly launcher: string;
   private readonly ptyHelper: string;
+  private readonly spawnHelper: string;
   private readonly agentPath: string;
   private readonly root: string;
   private readonly live = new Set<NamespaceSandbox>();
@@ -191,6 +240,7 @@ export class NamespaceSandboxDriver implements SandboxDriver {
   constructor(private readonly ctx: BackendContext) {
     this.launcher = path.join(ctx.config.installDir, 'build', 'vulcan-sbx-launch');
     this.ptyHelper = path.join(ctx.config.installDir, 'build', 'vulcan-pty');
+    this.spawnHelper = path.join(ctx.config.installDir, 'build', 'vulcan-spawnd');
     this.agentPath = fileURLToPath(new URL('../../sandboxes/agent/agent.js', import.meta.url));
     this.root = path.join(ctx.config.dataDir, 'sandboxes');
     this.prefix = sandboxCgroupPrefix(ctx.config.dataDir);
@@ -198,7 +248,7 @@ export class NamespaceSandboxDriver implements SandboxDriver {
 
   /** Why this driver cannot run here, or null. */
   unavailableReason(): string | null {
-    for (const f of [this.launcher, this.ptyHelper]) if (!fs.existsSync(f)) return `${f} is missing: run scripts/build-native.sh (setup does)`;
+    for (const f of [this.launcher, this.ptyHelper, this.spawnHelper]) if (!fs.existsSync(f)) return `${f} is missing: run scripts/build-native.sh (setup does)`;
     if (!fs.existsSync(this.agentPath)) return `${this.agentPath} is missing: run npm run build`;
     if (!fs.existsSync(AGENT_NODE)) return `the sandbox agent needs node under /usr (${AGENT_NODE} is missing)`;
     return null;
@@ -247,6 +297,7 @@ export class NamespaceSandboxDriver implements SandboxDriver {
       { dest: '/etc/hosts', data: ETC_HOSTS, mode: 0o644 },
       { dest: '/.vulcan-agent/agent.mjs', data: fs.readFileSync(this.agentPath), mode: 0o644 },
       { dest: '/.vulcan-agent/pty', data: fs.readFileSync(this.ptyHelper), mode: 0o755 },
+      { dest: '/.vulcan-agent/spawnd', data: fs.readFileSync(this.spawnHelper), mode: 0o755 },
     ];
     const data: (Buffer | string)[] = [];
     let fd = firstDataFd;
@@ -323,6 +374,7 @@ export class NamespaceSandboxDriver implements SandboxDriver {
       const pidStart = pid === undefined ? null : pidStartTime(pid);
       if (pid === undefined || pidStart === null) throw new Error('the sandbox process vanished');
       const sb = new NamespaceSandbox(spec.id, { pid, pidStart, cgroup: cgroupName, socket, dir }, cgroup, child);
+      sb.makeSpare();
       this.track(sb);
       return sb;
     } catch (err) {

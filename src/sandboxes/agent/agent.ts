@@ -18,13 +18,17 @@
  * socket on fd VULCAN_AGENT_FD (default 3) or, when VULCAN_AGENT_SOCKET names a path, on a
  * new unix socket at that path (for backends that cannot pass a descriptor in: runsc, the
  * Engine API). A host that connects to such a path must not follow a symlink the sandbox
- * put there.
+ * put there. VULCAN_AGENT_SPAWN_HELPER names the spawn helper (default
+ * /.vulcan-agent/spawnd; empty: none, every command is forked by Node).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import net from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
+import { PassThrough, type Readable, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 
 // Frame types; keep in step with src/sandboxes/protocol.ts.
@@ -41,6 +45,8 @@ const MAX_LINE_BYTES = 16 * 1024 * 1024;
 const MAX_ENTRIES = 10_000;
 const MAX_WALK = 200_000;
 const PTY_HELPER = '/.vulcan-agent/pty';
+/** native/vulcan-spawnd, static: forks the commands instead of the agent (see SpawnHelper). */
+const SPAWN_HELPER = '/.vulcan-agent/spawnd';
 const SIGNALS = new Set(['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGKILL', 'SIGUSR1', 'SIGUSR2', 'SIGCONT', 'SIGSTOP', 'SIGWINCH']);
 
 type Json = Record<string, unknown>;
@@ -368,6 +374,346 @@ function opConnect(sock: net.Socket, port: number): void {
   });
 }
 
+/** What opExec needs of a started command, whichever way it was started. */
+interface Launched {
+  readonly stdin: Writable | null;
+  readonly stdout: Readable;
+  readonly stderr: Readable;
+  /** The PTY helper's control pipe (its fd 3), when asked for. */
+  readonly ctl: Writable | null;
+  /** Signals the command's process group (the command leads a session of its own). */
+  killGroup(sig: NodeJS.Signals): void;
+  /** Signals the command alone. */
+  kill(sig: NodeJS.Signals): void;
+  /** Called once: the exit, after stdout and stderr ended; or why the command could not start. */
+  onDone(fn: (end: LaunchEnd) => void): void;
+}
+
+type LaunchEnd = { code: number | null; signal: NodeJS.Signals | null } | { error: NodeJS.ErrnoException };
+
+interface LaunchOptions {
+  readonly argv: readonly string[];
+  readonly cwd: string;
+  readonly env: Readonly<Record<string, string>>;
+  /** A stdin to write to; /dev/null otherwise. */
+  readonly stdin: boolean;
+  /** An extra input on fd 3 (the PTY helper's resize channel). */
+  readonly ctl: boolean;
+}
+
+function killGroupOf(pid: number | undefined, sig: NodeJS.Signals): void {
+  if (pid === undefined) return;
+  try {
+    process.kill(-pid, sig);
+  } catch {
+    // already gone
+  }
+}
+
+/** Starts a command with Node's own spawn: a fork of this ~45 MiB process (~1.5 ms here). */
+function launchWithNode(o: LaunchOptions): Launched {
+  const child = spawn(o.argv[0] as string, o.argv.slice(1), {
+    cwd: o.cwd,
+    env: o.env,
+    detached: true,
+    stdio: [o.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe', ...(o.ctl ? (['pipe'] as const) : [])],
+  });
+  return {
+    stdin: child.stdin,
+    stdout: child.stdout as Readable,
+    stderr: child.stderr as Readable,
+    ctl: o.ctl ? (child.stdio[3] as Writable) : null,
+    killGroup: (sig) => killGroupOf(child.pid, sig),
+    kill: (sig) => void child.kill(sig),
+    onDone: (fn) => {
+      let done = false;
+      child.on('error', (error: NodeJS.ErrnoException) => {
+        if (!done) fn({ error });
+        done = true;
+      });
+      child.on('close', (code, signal) => {
+        if (!done) fn({ code, signal });
+        done = true;
+      });
+    },
+  };
+}
+
+const SPAWN_TOKEN_BYTES = 16;
+const SPAWN_HELLO_BYTES = SPAWN_TOKEN_BYTES + 1;
+const SPAWN_REPLY_BYTES = 1 + SPAWN_TOKEN_BYTES + 4;
+/** The helper's largest control frame (native/vulcan-spawnd.c MAX_FRAME); bigger requests go through Node's spawn. */
+const SPAWN_MAX_FRAME = 1 << 20;
+/** After the exit is known, how long connections that never came are waited for. */
+const SPAWN_LATE_SLOT_MS = 2_000;
+/** How long the startup probe of the helper may take before the agent does without it. */
+const SPAWN_PROBE_MS = 5_000;
+/** A helper that died is restarted at most this often; in between, commands start with Node's spawn. */
+const SPAWN_RESTART_MS = 1_000;
+const SIGNAL_NAMES = new Map<number, NodeJS.Signals>(Object.entries(os.constants.signals).map(([name, num]) => [num, name as NodeJS.Signals]));
+const ERRNO_NAMES = new Map<number, string>(Object.entries(os.constants.errno).map(([name, num]) => [num, name]));
+
+interface SpawnJob {
+  readonly key: string;
+  /** Per fd: 0 = /dev/null, 1 = a connection from the child. */
+  readonly kinds: readonly number[];
+  readonly sockets: (net.Socket | undefined)[];
+  /** stdout (1) and stderr (2): the connections are piped into these. */
+  readonly sinks: Map<number, PassThrough>;
+  /** stdin (0) and the PTY control fd (3): these are piped into the connections. */
+  readonly feeds: Map<number, PassThrough>;
+  readonly expected: number;
+  connected: number;
+  pid?: number;
+  /** Signals asked for before the pid was known: [group?, signal]. */
+  readonly pending: [boolean, NodeJS.Signals][];
+  exit?: { code: number | null; signal: NodeJS.Signals | null };
+  lateTimer?: NodeJS.Timeout;
+  settled: boolean;
+  done?: (end: LaunchEnd) => void;
+  ended: boolean;
+}
+
+/**
+ * native/vulcan-spawnd inside the sandbox: it forks the commands instead of this process,
+ * for the same reason the server has one (a fork copies the forker's page tables). The
+ * agent listens on an abstract unix socket (the sandbox's own network namespace; unguessable
+ * name, and every connection must bring a random 16-byte token); the helper's child connects
+ * back once per stdio slot and execs. Used only once a probe command ran through it; when it
+ * is missing, cannot start or dies, commands start with Node's spawn instead.
+ */
+class SpawnHelper {
+  private readonly jobs = new Map<string, SpawnJob>();
+  private helper: ChildProcess | undefined;
+  private ready = false;
+  private startedAt = 0;
+  private replyBuf: Buffer = Buffer.alloc(0);
+
+  private constructor(
+    private readonly file: string,
+    private readonly address: string,
+  ) {}
+
+  /** Starts the helper next to the agent, when there is one; resolves once it is known to work (or not). */
+  static async start(file: string): Promise<SpawnHelper | undefined> {
+    if (!fs.existsSync(file)) return undefined;
+    const name = `vulcan-agent-spawn-${process.pid}-${randomBytes(8).toString('hex')}`;
+    const helper = new SpawnHelper(file, `@${name}`);
+    const server = net.createServer({ allowHalfOpen: true }, (c) => helper.accept(c));
+    try {
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen({ path: `\0${name}` }, resolve);
+      });
+    } catch (err) {
+      process.stderr.write(`vulcan-agent: exec helper unused, cannot listen: ${(err as Error).message}\n`);
+      return undefined;
+    }
+    server.on('error', () => undefined);
+    helper.startHelper();
+    const probe = helper.launch({ argv: [file, '--probe'], cwd: '/', env: {}, stdin: false, ctl: false }, true);
+    const end = await new Promise<LaunchEnd | undefined>((resolve) => {
+      const timer = setTimeout(() => resolve(undefined), SPAWN_PROBE_MS);
+      probe?.onDone((e) => {
+        clearTimeout(timer);
+        resolve(e);
+      });
+      probe?.stdout.resume();
+      probe?.stderr.resume();
+    });
+    if (!end || 'error' in end || end.code !== 0) {
+      process.stderr.write(`vulcan-agent: exec helper unused, its probe gave ${end ? JSON.stringify('error' in end ? end.error.code : end) : 'nothing'}\n`);
+      helper.helper?.kill('SIGKILL');
+      server.close();
+      return undefined;
+    }
+    helper.ready = true;
+    return helper;
+  }
+
+  private startHelper(): void {
+    this.startedAt = Date.now();
+    this.replyBuf = Buffer.alloc(0);
+    const h = spawn(this.file, [this.address], { stdio: ['pipe', 'pipe', 'inherit'], cwd: '/', env: {} });
+    this.helper = h;
+    h.stdin?.on('error', () => undefined);
+    h.stdout?.on('data', (c: Buffer) => this.onReplies(c));
+    h.on('error', () => undefined);
+    h.on('exit', (code, signal) => {
+      if (this.helper !== h) return;
+      this.helper = undefined;
+      process.stderr.write(`vulcan-agent: exec helper exited (${signal ?? String(code)})\n`);
+      for (const [key, job] of [...this.jobs]) {
+        if (job.exit) continue;
+        // Its exit status is lost with the helper; do not leave the command running unwatched.
+        this.signal(job, true, 'SIGKILL');
+        this.jobs.delete(key);
+        this.end(job, { error: Object.assign(new Error('the exec helper died'), { code: 'ECHILD' }) });
+      }
+    });
+  }
+
+  /**
+   * Starts a command through the helper, or returns undefined when the helper cannot take it
+   * now (not ready, restarting, or a request too big): then the caller uses Node's spawn.
+   */
+  launch(o: LaunchOptions, probing = false): Launched | undefined {
+    if (!this.ready && !probing) return undefined;
+    if (!this.helper) {
+      if (Date.now() - this.startedAt < SPAWN_RESTART_MS) return undefined;
+      this.startHelper();
+    }
+    const strings = [o.cwd, ...o.argv, ...Object.entries(o.env).map(([k, v]) => `${k}=${v}`)];
+    // Node's spawn refuses these too (ERR_INVALID_ARG_VALUE); the frame could not carry them.
+    if (strings.some((x) => x.includes('\0'))) throw Object.assign(new Error('arguments, environment and cwd must not contain NUL bytes'), { code: 'EINVAL' });
+    const body = Buffer.from(strings.map((x) => `${x}\0`).join(''));
+    const kinds = [o.stdin ? 1 : 0, 1, 1, ...(o.ctl ? [1] : [])];
+    const headLen = 4 + 1 + SPAWN_TOKEN_BYTES + 1 + kinds.length + 2;
+    if (headLen - 4 + body.length > SPAWN_MAX_FRAME || o.argv.length > 0xffff) return undefined;
+    const token = randomBytes(SPAWN_TOKEN_BYTES);
+    const head = Buffer.alloc(headLen);
+    head.writeUInt32LE(headLen - 4 + body.length, 0);
+    head.write('X', 4, 'latin1');
+    token.copy(head, 5);
+    head.writeUInt8(kinds.length, 5 + SPAWN_TOKEN_BYTES);
+    kinds.forEach((k, i) => head.writeUInt8(k, 6 + SPAWN_TOKEN_BYTES + i));
+    head.writeUInt16LE(o.argv.length, headLen - 2);
+
+    const sinks = new Map<number, PassThrough>([
+      [1, new PassThrough()],
+      [2, new PassThrough()],
+    ]);
+    const feeds = new Map<number, PassThrough>();
+    if (o.stdin) feeds.set(0, new PassThrough());
+    if (o.ctl) feeds.set(3, new PassThrough());
+    const key = token.toString('hex');
+    const job: SpawnJob = { key, kinds, sockets: [], sinks, feeds, expected: kinds.filter((k) => k === 1).length, connected: 0, pending: [], settled: false, ended: false };
+    this.jobs.set(key, job);
+    this.helper?.stdin?.write(Buffer.concat([head, body]));
+    return {
+      stdin: feeds.get(0) ?? null,
+      stdout: sinks.get(1) as PassThrough,
+      stderr: sinks.get(2) as PassThrough,
+      ctl: feeds.get(3) ?? null,
+      killGroup: (sig) => this.signal(job, true, sig),
+      kill: (sig) => this.signal(job, false, sig),
+      onDone: (fn) => (job.done = fn),
+    };
+  }
+
+  private signal(job: SpawnJob, group: boolean, sig: NodeJS.Signals): void {
+    if (job.pid === undefined) {
+      if (!job.ended) job.pending.push([group, sig]);
+      return;
+    }
+    if (group) killGroupOf(job.pid, sig);
+    else if (!job.exit) {
+      try {
+        process.kill(job.pid, sig);
+      } catch {
+        // already gone
+      }
+    }
+  }
+
+  private accept(c: net.Socket): void {
+    c.on('error', () => undefined);
+    let buf = Buffer.alloc(0);
+    const onData = (chunk: Buffer) => {
+      buf = Buffer.concat([buf, chunk]);
+      if (buf.length < SPAWN_HELLO_BYTES) return;
+      c.off('data', onData);
+      c.pause();
+      const job = this.jobs.get(buf.subarray(0, SPAWN_TOKEN_BYTES).toString('hex'));
+      const slot = buf[SPAWN_TOKEN_BYTES] ?? 255;
+      if (!job || job.kinds[slot] !== 1 || job.sockets[slot]) {
+        c.destroy();
+        return;
+      }
+      job.sockets[slot] = c;
+      job.connected++;
+      const sink = job.sinks.get(slot);
+      if (sink) {
+        const rest = buf.subarray(SPAWN_HELLO_BYTES);
+        if (rest.length > 0) c.unshift(rest);
+        c.end();
+        c.pipe(sink);
+      } else {
+        c.resume();
+        job.feeds.get(slot)?.pipe(c);
+      }
+      this.settle(job);
+    };
+    c.on('data', onData);
+  }
+
+  private onReplies(chunk: Buffer): void {
+    this.replyBuf = this.replyBuf.length === 0 ? chunk : Buffer.concat([this.replyBuf, chunk]);
+    while (this.replyBuf.length >= SPAWN_REPLY_BYTES) {
+      const msg = this.replyBuf.subarray(0, SPAWN_REPLY_BYTES);
+      this.replyBuf = this.replyBuf.subarray(SPAWN_REPLY_BYTES);
+      const key = msg.subarray(1, 1 + SPAWN_TOKEN_BYTES).toString('hex');
+      const value = msg.readInt32LE(1 + SPAWN_TOKEN_BYTES);
+      const job = this.jobs.get(key);
+      if (!job) continue;
+      if (msg[0] === 0x50 /* P */) {
+        job.pid = value;
+        for (const [group, sig] of job.pending.splice(0)) this.signal(job, group, sig);
+      } else if (msg[0] === 0x45 /* E */) {
+        const sig = value & 0x7f;
+        job.exit = sig === 0 ? { code: (value >> 8) & 0xff, signal: null } : { code: null, signal: SIGNAL_NAMES.get(sig) ?? 'SIGKILL' };
+        this.settle(job);
+      } else {
+        this.jobs.delete(key);
+        for (const s of job.sockets) s?.destroy();
+        const code = ERRNO_NAMES.get(value) ?? `errno ${value}`;
+        this.end(job, { error: Object.assign(new Error(`cannot start: ${code}`), { code }) });
+      }
+    }
+  }
+
+  /** Once the exit is known and every connection came (or had its chance), the job ends when its outputs do. */
+  private settle(job: SpawnJob): void {
+    if (!job.exit || job.settled) return;
+    if (job.connected < job.expected) {
+      job.lateTimer ??= setTimeout(() => this.finish(job), SPAWN_LATE_SLOT_MS);
+      return;
+    }
+    this.finish(job);
+  }
+
+  private finish(job: SpawnJob): void {
+    if (job.settled || !job.exit) return;
+    job.settled = true;
+    clearTimeout(job.lateTimer);
+    this.jobs.delete(job.key);
+    // As Node does on a child's exit: its stdin is of no more use.
+    for (const slot of job.feeds.keys()) job.sockets[slot]?.destroy();
+    const exit = job.exit;
+    const outputs = [...job.sinks].map(([slot, sink]) => {
+      if (!job.sockets[slot]) sink.end();
+      return sink.readableEnded ? Promise.resolve() : new Promise<void>((resolve) => sink.once('end', resolve).once('close', resolve));
+    });
+    void Promise.all(outputs).then(() => this.end(job, exit));
+  }
+
+  private end(job: SpawnJob, end: LaunchEnd): void {
+    if (job.ended) return;
+    job.ended = true;
+    clearTimeout(job.lateTimer);
+    if ('error' in end) for (const sink of job.sinks.values()) sink.end();
+    job.done?.(end);
+  }
+}
+
+/** The agent's helper, once its probe passed (see SpawnHelper.start in main). */
+let spawnHelper: SpawnHelper | undefined;
+
+/** Starts a command through the spawn helper when it can take it, else with Node's spawn. */
+function launch(o: LaunchOptions): Launched {
+  return spawnHelper?.launch(o) ?? launchWithNode(o);
+}
+
 function opExec(sock: net.Socket, req: Json): void {
   const cmd = req.cmd as string[];
   if (!Array.isArray(cmd) || cmd.length === 0 || !cmd.every((a) => typeof a === 'string')) throw new AgentError('EINVAL', 'cmd must be a non-empty argv');
@@ -378,41 +724,36 @@ function opExec(sock: net.Socket, req: Json): void {
   const streamStdin = req.stdin_stream === true;
   const t0 = performance.now();
   const argv = pty ? [PTY_HELPER, String(pty.rows), String(pty.cols), '--', ...cmd] : cmd;
-  let child: ChildProcess;
+  let child: Launched;
   let finished = false;
+  let timer: NodeJS.Timeout | undefined;
   const finish = (exit: Json) => {
     if (finished) return;
     finished = true;
     if (timer) clearTimeout(timer);
     sock.end(frame(F_EXIT, JSON.stringify({ ...exit, duration_ms: Math.round((performance.now() - t0) * 1000) / 1000 })));
   };
-  try {
-    // No stdin to give: /dev/null, one socketpair fewer on the hot path.
-    const stdinMode = pty || streamStdin || typeof req.stdin === 'string' ? 'pipe' : 'ignore';
-    child = spawn(argv[0] as string, argv.slice(1), { cwd, env, detached: true, stdio: [stdinMode, 'pipe', 'pipe', ...(pty ? (['pipe'] as const) : [])] });
-  } catch (err) {
-    const e = err as NodeJS.ErrnoException;
+  const cannotRun = (e: NodeJS.ErrnoException) => {
     sock.write(frame(F_STDERR, `vulcan: cannot run ${cmd[0] ?? ''}: ${e.code ?? e.message}\n`));
     finish({ exit_code: e.code === 'EACCES' ? 126 : 127, signal: null, timed_out: false });
+  };
+  try {
+    // No stdin to give: /dev/null, one socket fewer on the hot path.
+    child = launch({ argv, cwd, env, stdin: Boolean(pty) || streamStdin || typeof req.stdin === 'string', ctl: Boolean(pty) });
+  } catch (err) {
+    cannotRun(err as NodeJS.ErrnoException);
     return;
   }
   let timedOut = false;
-  const killGroup = (sig: NodeJS.Signals) => {
-    if (child.pid === undefined) return;
-    try {
-      process.kill(-child.pid, sig);
-    } catch {
-      // already gone
-    }
-  };
-  const timer = timeoutMs > 0 ? setTimeout(() => ((timedOut = true), killGroup('SIGKILL')), timeoutMs) : undefined;
-  child.on('error', (err: NodeJS.ErrnoException) => {
-    sock.write(frame(F_STDERR, `vulcan: cannot run ${cmd[0] ?? ''}: ${err.code ?? err.message}\n`));
-    finish({ exit_code: err.code === 'EACCES' ? 126 : 127, signal: null, timed_out: false });
+  if (timeoutMs > 0) timer = setTimeout(() => ((timedOut = true), child.killGroup('SIGKILL')), timeoutMs);
+  child.onDone((end) => {
+    // A PTY's program and the helper are in different groups; the helper's exit ends both.
+    if ('error' in end) cannotRun(end.error);
+    else finish({ exit_code: end.code, signal: end.signal, timed_out: timedOut });
   });
   // Back-pressure: when the server reads slowly, stop reading the command's output.
-  const forward = (stream: NodeJS.ReadableStream | null, type: number) => {
-    stream?.on('data', (c: Buffer) => {
+  const forward = (stream: Readable, type: number) => {
+    stream.on('data', (c: Buffer) => {
       if (!sock.write(frame(type, c))) {
         stream.pause();
         sock.once('drain', () => stream.resume());
@@ -424,7 +765,7 @@ function opExec(sock: net.Socket, req: Json): void {
   child.stdin?.on('error', () => undefined);
   if (typeof req.stdin === 'string') child.stdin?.write(Buffer.from(req.stdin, 'base64'));
   if (!streamStdin && !pty) child.stdin?.end();
-  const ctl = pty ? (child.stdio[3] as NodeJS.WritableStream | null) : null;
+  const ctl = child.ctl;
   ctl?.on('error', () => undefined);
 
   // Frames from the server: stdin, end of stdin, resize, signal.
@@ -447,7 +788,7 @@ function opExec(sock: net.Socket, req: Json): void {
         if (typeof s === 'string' && SIGNALS.has(s)) {
           // Through the PTY helper, which passes it to the program's process group.
           if (pty && s !== 'SIGKILL') child.kill(s as NodeJS.Signals);
-          else killGroup(s as NodeJS.Signals);
+          else child.killGroup(s as NodeJS.Signals);
         }
       }
     }
@@ -456,15 +797,11 @@ function opExec(sock: net.Socket, req: Json): void {
   // The server hung up: nobody wants the result, so stop the command.
   sock.on('close', () => {
     if (!finished) {
-      killGroup('SIGHUP');
-      killGroup('SIGKILL');
+      child.killGroup('SIGHUP');
+      child.killGroup('SIGKILL');
     }
   });
   sock.on('error', () => undefined);
-  child.on('close', (code, signal) => {
-    // A PTY's program and the helper are in different groups; the helper's exit ends both.
-    finish({ exit_code: code, signal, timed_out: timedOut });
-  });
 }
 
 async function handle(sock: net.Socket): Promise<void> {
@@ -527,6 +864,7 @@ async function handle(sock: net.Socket): Promise<void> {
 }
 
 function main(): void {
+  // Before the spawn helper starts: it and every command inherit it.
   process.umask(0o022);
   const socketPath = process.env.VULCAN_AGENT_SOCKET;
   const fd = Number(process.env.VULCAN_AGENT_FD ?? 3);
@@ -545,6 +883,9 @@ function main(): void {
   // The agent must outlive any one request's failure.
   process.on('uncaughtException', (err) => process.stderr.write(`vulcan-agent: ${err.stack ?? err.message}\n`));
   process.on('SIGPIPE', () => undefined);
+  // Commands start with Node's spawn until (and unless) the helper's probe passed.
+  const helper = process.env.VULCAN_AGENT_SPAWN_HELPER ?? SPAWN_HELPER;
+  if (helper !== '') void SpawnHelper.start(helper).then((h) => (spawnHelper = h));
 }
 
 main();
