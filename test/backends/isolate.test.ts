@@ -333,6 +333,19 @@ describe('isolate backend', () => {
       assert.deepEqual((await run('js', sloppy)).outcome.output, [null, null]);
     });
 
+    it('the last RegExp match of a run is not readable in the next run', async () => {
+      const source = `export default (input) => {
+          if (input.secret) { /(s\\w+)/.exec('x ' + input.secret); input.secret.replace(/(\\w+)/, ''); }
+          const read = (C) => [C.$1, C.lastMatch, C.input, C['$_'], C.leftContext].map((v) => v ?? null);
+          return [read(RegExp), read(/x/.constructor)];
+        };`;
+      const first = await run('js', source, { secret: 'sesame' });
+      assert.equal(first.outcome.error, null, JSON.stringify(first.outcome.error));
+      const next = await run('js', source, { secret: null });
+      assert.doesNotMatch(JSON.stringify(next.outcome.output), /sesame/);
+      assert.match(String(next.outcome.notes?.isolate), /^hardened context/);
+    });
+
     it('timers, pending promises and microtasks of a run never run in the next run of the same code', async () => {
       const source = `export default async (input) => {
           if (input.start) {

@@ -5,11 +5,12 @@
  * writes `FromHost` frames on stdout (see ../protocol.ts); it never prints anything else there.
  *
  * Nothing of one run is visible to the next. Runs go, in this order of preference, to:
- * - a hardened isolate (per memory limit, any code): one long-lived context, locked down with SES
- *   and reset after every run (see bootstrap.ts); a run there costs no new context. Built in the
- *   background (≈ 65 ms of CPU each), up to HARDENED_PER_MEM per limit, one more whenever a run
- *   found none idle;
- * - otherwise a context no other run has touched, in an isolate kept warm one of two ways:
+ * - a hardened isolate (per memory limit, any code, one run at a time): one long-lived context,
+ *   locked down with SES and reset after every run (see bootstrap.ts); a run there costs no new
+ *   context. Made off the request path (≈ 65 ms of CPU each): PREWARM_HARDENED per limit at
+ *   start, then one more whenever a run has waited GROW_AFTER_MS for one, up to HARDENED_TOTAL;
+ * - only when SES cannot be loaded or a hardened context cannot be built (logged): a context no
+ *   other run has touched, in an isolate kept warm one of two ways:
  *   fresh isolates (per memory limit) that have run nothing yet, each with a context already
  *   bootstrapped, for new code; or isolates that finished a run of the same code (same hash,
  *   same memory limit) cleanly, which run it again in a new context.
