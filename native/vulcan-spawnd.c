@@ -17,18 +17,18 @@
  * the agent uses inside a sandbox's own network namespace). For each request, the forked
  * child connects to it once per stdio slot, introduces each connection with the request's
  * 16-byte token and the slot number, puts the connections on fds 0..n-1 and execs the
- * program. So the caller gets ordinary stream sockets for the child's stdin, stdout, stderr
+ * program ('X' children add their pid, u32le, to the introduction). So the caller gets
+ * ordinary stream sockets for the child's stdin, stdout, stderr
  * and extra fds, as child_process.spawn would give it (libuv's stdio pipes are socketpairs
  * too). Nothing else of the helper reaches the program: every other fd is closed.
  *
  * Control frames, caller to helper: u32 little-endian length, then
  *   'S' token[16] nfds:u8 file\0 arg1\0 arg2\0 ...   spawn (file is also argv[0])
  *   'X' token[16] nfds:u8 kind[nfds] argc:u16le cwd\0 arg0\0 ... arg(argc-1)\0 env0\0 ...
- *       exec: kind 0 = /dev/null on that fd, 1 = a connection; arg0 is searched in the
+ *       exec: kind 0 = /dev/null on that fd, 1 = a connection (at least one); arg0 is searched in the
  *       env's PATH like execvp (without its /bin/sh retry); the program leads a new session
  *   'K' token[16] signal:u8                                 signal the child
  * Helper to caller, fixed 21 bytes:
- *   'P' token[16] pid:i32le        an 'X' program is running (its exec succeeded)
  *   'E' token[16] status:i32le     the child ended (a wait status)
  *   'F' token[16] errno:i32le      the child could not be started (no 'E' follows)
  *
@@ -112,8 +112,11 @@ static void reply(char type, const unsigned char *token, int32_t value) {
   write_full(1, msg, sizeof msg);
 }
 
-/* In a forked child: a connection to the caller for slot `slot`, on a fd >= 64 (out of the way of the dup2s). */
-static int connect_slot(const unsigned char *token, int slot) {
+/*
+ * In a forked child: a connection to the caller for slot `slot`, on a fd >= 64 (out of the
+ * way of the dup2s), introduced by the token, the slot and, when `pid` is not 0, the pid.
+ */
+static int connect_slot(const unsigned char *token, int slot, pid_t pid) {
   int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (s < 0) return -1;
   /* An abstract name is its bytes up to the address length, NULs included: Node 20's libuv
@@ -121,10 +124,16 @@ static int connect_slot(const unsigned char *token, int slot) {
   if (connect(s, (struct sockaddr *)&addr, sizeof addr) != 0 &&
       (abstract_len == 0 || errno != ECONNREFUSED || connect(s, (struct sockaddr *)&addr, abstract_len) != 0))
     return -1;
-  unsigned char hello[TOKEN + 1];
+  unsigned char hello[TOKEN + 1 + 4];
+  size_t n = TOKEN + 1;
   memcpy(hello, token, TOKEN);
   hello[TOKEN] = (unsigned char)slot;
-  if (write(s, hello, sizeof hello) != (ssize_t)sizeof hello) return -1;
+  if (pid != 0) {
+    uint32_t v = (uint32_t)pid; /* little-endian, like the replies */
+    memcpy(hello + n, &v, 4);
+    n += 4;
+  }
+  if (write(s, hello, n) != (ssize_t)n) return -1;
   int high = fcntl(s, F_DUPFD_CLOEXEC, 64);
   close(s);
   return high;
@@ -142,7 +151,7 @@ static void start(const unsigned char *token, int nfds, char **argv, const sigse
   /* Die with the helper until the program (vulcan-cgexec) arms its own parent-death signal. */
   if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != spawnd) _exit(127);
   for (int i = 0; i < nfds; i++)
-    if ((socks[i] = connect_slot(token, i)) < 0) _exit(127);
+    if ((socks[i] = connect_slot(token, i, 0)) < 0) _exit(127);
   for (int i = 0; i < nfds; i++)
     if (dup2(socks[i], i) < 0) _exit(127);
   close_from(nfds);
@@ -189,8 +198,10 @@ static void start_exec(const unsigned char *token, int nfds, const unsigned char
   int err;
   errfd = fcntl(errfd, F_DUPFD_CLOEXEC, 64);
   if (errfd < 0) _exit(127);
+  /* Before the caller learns the pid (in the introductions): a signal to the group must land. */
+  if (setsid() < 0) goto fail;
   for (int i = 0; i < nfds; i++) {
-    fds[i] = kinds[i] == KIND_SOCKET ? connect_slot(token, i) : open("/dev/null", O_RDWR | O_CLOEXEC);
+    fds[i] = kinds[i] == KIND_SOCKET ? connect_slot(token, i, getpid()) : open("/dev/null", O_RDWR | O_CLOEXEC);
     if (fds[i] < 0) goto fail;
     if (kinds[i] != KIND_SOCKET && fds[i] < 64) {
       int high = fcntl(fds[i], F_DUPFD_CLOEXEC, 64);
@@ -203,7 +214,6 @@ static void start_exec(const unsigned char *token, int nfds, const unsigned char
   if (dup3(errfd, nfds, O_CLOEXEC) < 0) goto fail;
   errfd = nfds;
   close_from(nfds + 1);
-  if (setsid() < 0) goto fail;
   if (chdir(cwd) != 0) goto fail;
   signal(SIGPIPE, SIG_DFL);
   sigprocmask(SIG_SETMASK, oldmask, NULL);
@@ -266,6 +276,11 @@ static void exec_request(unsigned char *frame, size_t len, const sigset_t *oldma
     return;
   }
   const unsigned char *kinds = frame + 1 + TOKEN + 1;
+  /* The caller learns the pid from the connections: at least one is needed. */
+  if (memchr(kinds, KIND_SOCKET, nfds) == NULL) {
+    reply('F', token, EINVAL);
+    return;
+  }
   int argc = frame[head - 2] | frame[head - 1] << 8;
   static char *strs[MAX_ARGS + 2];
   int n = split((char *)frame + head, len - head, strs, MAX_ARGS + 1);
@@ -305,7 +320,6 @@ static void exec_request(unsigned char *frame, size_t len, const sigset_t *oldma
     return;
   }
   track(pid, token);
-  reply('P', token, pid);
 }
 
 static void kill_request(const unsigned char *frame, size_t len) {

@@ -440,7 +440,8 @@ function launchWithNode(o: LaunchOptions): Launched {
 }
 
 const SPAWN_TOKEN_BYTES = 16;
-const SPAWN_HELLO_BYTES = SPAWN_TOKEN_BYTES + 1;
+/** A connection from an 'X' child introduces itself with the token, its slot and the child's pid (u32le). */
+const SPAWN_HELLO_BYTES = SPAWN_TOKEN_BYTES + 1 + 4;
 const SPAWN_REPLY_BYTES = 1 + SPAWN_TOKEN_BYTES + 4;
 /** The helper's largest control frame (native/vulcan-spawnd.c MAX_FRAME); bigger requests go through Node's spawn. */
 const SPAWN_MAX_FRAME = 1 << 20;
@@ -632,6 +633,11 @@ class SpawnHelper {
       }
       job.sockets[slot] = c;
       job.connected++;
+      if (job.pid === undefined) {
+        // It leads its own process group already (setsid before connecting).
+        job.pid = buf.readUInt32LE(SPAWN_TOKEN_BYTES + 1);
+        for (const [group, sig] of job.pending.splice(0)) this.signal(job, group, sig);
+      }
       const sink = job.sinks.get(slot);
       if (sink) {
         const rest = buf.subarray(SPAWN_HELLO_BYTES);
@@ -656,10 +662,7 @@ class SpawnHelper {
       const value = msg.readInt32LE(1 + SPAWN_TOKEN_BYTES);
       const job = this.jobs.get(key);
       if (!job) continue;
-      if (msg[0] === 0x50 /* P */) {
-        job.pid = value;
-        for (const [group, sig] of job.pending.splice(0)) this.signal(job, group, sig);
-      } else if (msg[0] === 0x45 /* E */) {
+      if (msg[0] === 0x45 /* E */) {
         const sig = value & 0x7f;
         job.exit = sig === 0 ? { code: (value >> 8) & 0xff, signal: null } : { code: null, signal: SIGNAL_NAMES.get(sig) ?? 'SIGKILL' };
         this.settle(job);
