@@ -475,25 +475,34 @@ function pumpBuilds(): void {
   hardenedBuilding = true;
   hardenedAlive.set(memMB, (hardenedAlive.get(memMB) ?? 0) + 1);
   const slot = newSlot(memMB);
-  prepareContext(slot, undefined, true).then(
-    (prepared) => {
-      hardenedBuilding = false;
-      slot.hardened = prepared;
-      releaseHardened(slot);
-      pumpBuilds();
-    },
-    (error: unknown) => {
-      hardenedBuilding = false;
-      hardenedAlive.set(memMB, (hardenedAlive.get(memMB) ?? 1) - 1);
-      if (!slot.isolate.isDisposed) slot.isolate.dispose();
-      // A broken SES stays broken: every run, waiting or not, takes a fresh context instead.
-      hardenedBroken = true;
-      buildQueue.length = 0;
-      log('warn', `could not build a hardened isolate context; using a fresh context per run: ${String(error)}`);
-      for (const list of hardenedWaiting.values()) for (const w of list.splice(0)) w.resolve(null);
-      refill();
-    },
-  );
+  prepareContext(slot, undefined, true)
+    .then((prepared) => {
+      // The first reset seeds Math.random: no two isolates start from the same sequence.
+      if (prepared.dispatch.applySync(undefined, ['reset', randomBytes(16).toString('hex')], { timeout: 1_000 }) !== true) {
+        throw new Error('a new hardened context did not reset cleanly');
+      }
+      prepared.generation++;
+      return prepared;
+    })
+    .then(
+      (prepared) => {
+        hardenedBuilding = false;
+        slot.hardened = prepared;
+        releaseHardened(slot);
+        pumpBuilds();
+      },
+      (error: unknown) => {
+        hardenedBuilding = false;
+        hardenedAlive.set(memMB, (hardenedAlive.get(memMB) ?? 1) - 1);
+        if (!slot.isolate.isDisposed) slot.isolate.dispose();
+        // A broken SES stays broken: every run, waiting or not, takes a fresh context instead.
+        hardenedBroken = true;
+        buildQueue.length = 0;
+        log('warn', `could not build a hardened isolate context; using a fresh context per run: ${String(error)}`);
+        for (const list of hardenedWaiting.values()) for (const w of list.splice(0)) w.resolve(null);
+        refill();
+      },
+    );
 }
 
 /** Hands an idle hardened isolate to the first run waiting for its limit, or puts it back. */
@@ -543,7 +552,7 @@ function finishHardened(slot: Slot, prepared: Prepared, reusable: boolean, codeH
   };
   // After this turn's frames are written: the result goes out first.
   setImmediate(() => {
-    let clean = false;
+    let clean: boolean;
     try {
       clean = reset();
     } catch {
