@@ -183,10 +183,15 @@ export async function runSandboxConformance(options: SandboxConformanceOptions):
       await s.files.write('/work/site/index.html', '<h1>preview ok</h1>');
       const started = await s.exec(['sh', '-c', 'cd /work/site && nohup /usr/bin/python3 -m http.server 8765 --bind 127.0.0.1 >/tmp/http.log 2>&1 &']);
       check(started.exit_code === 0, `could not start a web server: ${started.stderr}`);
-      const body = await waitFor('the preview answering', async () => {
-        const res = await fetch(s.previewUrl(8765, '/index.html'));
-        return res.status === 200 ? res.text() : undefined;
-      });
+      // Python's web server takes 6–24 s to start in a microVM under TCG on a busy machine.
+      const body = await waitFor(
+        'the preview answering',
+        async () => {
+          const res = await fetch(s.previewUrl(8765, '/index.html'));
+          return res.status === 200 ? res.text() : undefined;
+        },
+        60_000,
+      );
       check(body === '<h1>preview ok</h1>', `preview served ${JSON.stringify(body)}`);
       const egress = await s.exec(['/usr/bin/python3', '-c', 'import socket\ntry:\n socket.create_connection(("1.1.1.1", 80), timeout=2); print("open")\nexcept OSError as e: print("blocked")']);
       check(egress.stdout.trim() === 'blocked', `egress from the sandbox: ${egress.stdout}${egress.stderr}`);
@@ -194,8 +199,10 @@ export async function runSandboxConformance(options: SandboxConformanceOptions):
 
     await run('pause-resume', async () => {
       const s = shared ?? (await create());
-      await s.exec(['sh', '-c', "nohup sh -c 'i=0; while :; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done' >/dev/null 2>&1 &"]);
-      await sleep(300);
+      const count = async () => Number((await s.files.read('/tmp/count')).toString());
+      // Written aside and renamed into place, so a read never sees a half-written number.
+      await s.exec(['sh', '-c', "nohup sh -c 'i=0; while :; do i=$((i+1)); echo $i > /tmp/count.new; mv /tmp/count.new /tmp/count; sleep 0.05; done' >/dev/null 2>&1 &"]);
+      await waitFor('the counter starting', async () => ((await s.files.read('/tmp/count')).length > 0 ? true : undefined));
       const p = await s.pause();
       check(p.state === 'paused' && p.expires_at === null, `pause answered ${JSON.stringify(p)}`);
       const refused = await s.exec(['true']).then(
@@ -204,9 +211,10 @@ export async function runSandboxConformance(options: SandboxConformanceOptions):
       );
       check(refused === 409, `exec while paused gave ${refused}, not 409`);
       await s.resume();
-      const a = Number((await s.files.read('/tmp/count')).toString());
-      await sleep(300);
-      const b = Number((await s.files.read('/tmp/count')).toString());
+      const a = await count();
+      check(a > 0, `the counter read ${a} after resume`);
+      let b = a;
+      await waitFor('the process running on after resume', async () => ((b = await count()) > a ? b : undefined)).catch(() => undefined);
       check(b > a, `the process did not run on after resume (${a} → ${b})`);
     });
 
