@@ -8,7 +8,8 @@
  * - a hardened isolate (per memory limit, any code, one run at a time): one long-lived context,
  *   locked down with SES and reset after every run (see bootstrap.ts); a run there costs no new
  *   context. Made off the request path (≈ 65 ms of CPU each): PREWARM_HARDENED per limit at
- *   start, then one more whenever a run has waited GROW_AFTER_MS for one, up to HARDENED_TOTAL;
+ *   start, then one more when a run has waited GROW_AFTER_MS for one while slow runs hold them
+ *   all, up to HARDENED_TOTAL;
  * - only when SES cannot be loaded or a hardened context cannot be built (logged): a context no
  *   other run has touched, in an isolate kept warm one of two ways:
  *   fresh isolates (per memory limit) that have run nothing yet, each with a context already
@@ -56,8 +57,13 @@ const PREWARM_HARDENED = 2;
  * heap each: SES and the frozen intrinsics). Past it, runs wait for one to come free.
  */
 const HARDENED_TOTAL = 48;
-/** A run that waited this long for a hardened isolate has one more built (≈ 65 ms of CPU). */
-const GROW_AFTER_MS = 10;
+/**
+ * One more hardened isolate is made (≈ 65 ms of CPU) when a run has waited this long for one and
+ * every hardened isolate of its limit has been held at least this long: by slow runs (timers,
+ * long loops), which more isolates help. Short runs that keep the isolates busy only because
+ * the CPU is saturated would gain nothing from more, so they do not trigger one.
+ */
+const GROW_AFTER_MS = 20;
 /** A hardened isolate is rebuilt after this many runs (its heap's caches, never its state, grow). */
 const MAX_RUNS_HARDENED = 10_000;
 /** Compiled scripts kept per isolate (a hardened isolate runs many codes in turn). */
@@ -383,6 +389,8 @@ interface Waiter {
   readonly resolve: (slot: Slot | null) => void;
 }
 const hardenedWaiting = new Map<number, Waiter[]>();
+/** Hardened isolates running a job, and since when. */
+const hardenedBusy = new Map<Slot, number>();
 /** Memory limits queued for a build; one build runs at a time. */
 const buildQueue: number[] = [];
 
@@ -410,13 +418,15 @@ function takeHardened(spec: HostJob): Slot | undefined {
     }
     if (compiled < 0 && slot?.scripts.has(spec.codeHash) === true) compiled = i;
   }
-  return list.splice(compiled >= 0 ? compiled : index, 1)[0];
+  const [slot] = list.splice(compiled >= 0 ? compiled : index, 1);
+  if (slot !== undefined) hardenedBusy.set(slot, performance.now());
+  return slot;
 }
 
 /**
  * Waits for a hardened isolate of the job's memory limit: one that another run puts back (a sync
  * run holds one for a fraction of a millisecond), or a new one, built when the limit has none or
- * a run has waited GROW_AFTER_MS (the ones there are are held by slower runs). Resolves null when
+ * a run has waited GROW_AFTER_MS while slow runs hold them all (see growCheck). Resolves null when
  * hardened isolates cannot be built on this host.
  */
 function waitHardened(job: Job): Promise<Slot | null> {
@@ -446,7 +456,12 @@ function growCheck(): void {
     const first = list[0];
     if (first === undefined) continue;
     pending = true;
-    if (now - first.since >= GROW_AFTER_MS && !buildQueue.includes(memMB)) requestBuild(memMB);
+    if (now - first.since < GROW_AFTER_MS || buildQueue.includes(memMB)) continue;
+    let allHeldLong = true;
+    for (const [slot, since] of hardenedBusy) {
+      if (slot.memMB === memMB && now - since < GROW_AFTER_MS) allHeldLong = false;
+    }
+    if (allHeldLong) requestBuild(memMB);
   }
   if (pending) scheduleGrowCheck();
 }
@@ -511,9 +526,11 @@ function releaseHardened(slot: Slot): void {
   while (waiting !== undefined && waiting.length > 0) {
     const w = waiting.shift();
     if (w === undefined || w.job.finished) continue;
+    hardenedBusy.set(slot, performance.now());
     w.resolve(slot);
     return;
   }
+  hardenedBusy.delete(slot);
   const list = hardenedIdle.get(slot.memMB) ?? [];
   hardenedIdle.set(slot.memMB, list);
   list.push(slot);
@@ -564,6 +581,7 @@ function finishHardened(slot: Slot, prepared: Prepared, reusable: boolean, codeH
 }
 
 function disposeSlot(slot: Slot): void {
+  hardenedBusy.delete(slot);
   if (slot.hardened !== null) {
     slot.hardened = null;
     hardenedAlive.set(slot.memMB, (hardenedAlive.get(slot.memMB) ?? 1) - 1);
