@@ -15,7 +15,7 @@ import { DEFAULT_LIMITS, type Limits } from '../../src/core/limits.js';
 import type { Runtime } from '../../src/core/types.js';
 import { hostTag, IsolateBackend } from '../../src/backends/isolate/isolate-backend.js';
 import { createBackend } from '../../src/backends/isolate/index.js';
-import { analyzeJs } from '../../src/backends/isolate/source.js';
+import { analyzeJs, CodePreparer } from '../../src/backends/isolate/source.js';
 
 /** `(func (export "main") (param i32 i32) (result i32) local.get 0 local.get 1 i32.add)` */
 const WASM_ADD = Buffer.from([
@@ -333,6 +333,59 @@ describe('isolate backend', () => {
       assert.deepEqual((await run('js', sloppy)).outcome.output, [null, null]);
     });
 
+    it('code cannot close the CommonJS wrapper early with an HTML-like comment (found in review)', async () => {
+      // In a module `a <!--b` is `a < !(--b)`; in a classic script (the wrapper) `<!--` starts a
+      // comment, which hid the `{` below from V8: the `});` then closed the wrapper itself and
+      // what followed ran at the top level when the wrapper was evaluated, after the reset.
+      const escape = [
+        "module.exports = () => 'A ran';",
+        'let a = 1, b = 2;',
+        'a <!--b || (function () {',
+        '});',
+        "globalThis.leak = 'set outside the run';",
+        '(function () { arguments[1].exports = () => "A ran"; void 1 <!--b })',
+      ].join('\n');
+      const a = await run('js', escape);
+      assert.equal(a.outcome.error?.code, 'exception');
+      assert.match(a.outcome.error?.message ?? '', /reads differently as a script than as a module/);
+      const probe = 'export default () => ({ leak: globalThis.leak ?? null, keys: Object.keys(globalThis) })';
+      assert.deepEqual((await run('js', probe)).outcome.output, { leak: null, keys: [] });
+      // An `export default` with the same text stays a module, which V8 refuses with a clear
+      // syntax error (no script reading of it).
+      const asModule = 'let b = 2;\nexport default () => { let a = 3; return a <!--b\n; };';
+      const m = await run('js', asModule);
+      assert.equal(m.outcome.error?.code, 'exception');
+      assert.match(m.outcome.error?.message ?? '', /HTML comments are not allowed in modules/);
+      const prepared = new CodePreparer().prepare('js', asModule);
+      assert.ok(prepared.ok && prepared.format === 'module', JSON.stringify(prepared));
+    });
+
+    it("Intl.Segmenter's hidden prototypes are frozen: no channel from one run to the next (found in review)", async () => {
+      const source = `export default (input) => {
+          const segments = new Intl.Segmenter('en', { granularity: 'word' }).segment(input.text);
+          const P = Object.getPrototypeOf(segments);
+          const I = Object.getPrototypeOf(segments[Symbol.iterator]());
+          const seen = { stash: P.stash ?? null, frozen: Object.isFrozen(P) && Object.isFrozen(I) };
+          const tries = [];
+          for (const f of [() => { P.stash = input.text; }, () => { I.next = () => ({ done: true }); }]) {
+            try { f(); tries.push('set'); } catch (e) { tries.push(e.name); }
+          }
+          return { ...seen, tries, words: [...segments].filter((s) => s.isWordLike).length };
+        };`;
+      const first = await run('js', source, { text: 'secret of tenant A' });
+      assert.equal(first.outcome.error, null, JSON.stringify(first.outcome.error));
+      assert.deepEqual(first.outcome.output, { stash: null, frozen: true, tries: ['TypeError', 'TypeError'], words: 4 });
+      const second = await run('js', source, { text: 'tenant B' });
+      assert.deepEqual(second.outcome.output, { stash: null, frozen: true, tries: ['TypeError', 'TypeError'], words: 2 });
+    });
+
+    it('a run that adds thousands of globals gets its isolate thrown away, not a long reset (found in review)', async () => {
+      const many = 'export default () => { for (let k = 0; k < 5000; k++) globalThis["k" + k] = k; return Object.keys(globalThis).length; }';
+      assert.equal((await run('js', many)).outcome.output, 5000);
+      const probe = 'export default () => Object.keys(globalThis).length';
+      assert.equal((await run('js', probe)).outcome.output, 0);
+    });
+
     it('the last RegExp match of a run is not readable in the next run', async () => {
       const source = `export default (input) => {
           if (input.secret) { /(s\\w+)/.exec('x ' + input.secret); input.secret.replace(/(\\w+)/, ''); }
@@ -485,6 +538,8 @@ describe('isolate backend', () => {
         'export default () => typeof module',
         'export default () => import("x")',
         '#!/usr/bin/env node\nexport default () => 1',
+        'let b = 2;\nexport default () => 1 <!--b',
+        'let b = 2;\nexport default () => b-->0',
       ];
       for (const source of kept) assert.equal(analyzeJs(source).scriptSource, undefined, source);
     });

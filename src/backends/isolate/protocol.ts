@@ -68,6 +68,16 @@ export type FromHost =
   | { readonly t: 'log'; readonly level: 'warn' | 'error'; readonly msg: string };
 
 /** Most bytes one frame may carry: a 1 MiB source or a 6 MiB body's wasm, with room to spare. */
+/**
+ * The CommonJS wrapper the host compiles a `script` job's source in, as a classic script. It adds
+ * nothing before the first line, so line numbers stay the code's own. The server checks (source.ts
+ * `wrapsWhole`) that the source cannot end the wrapper early: evaluating it must define one
+ * function and run none of the code.
+ */
+export function wrapCommonJs(source: string): string {
+  return `(function (exports, module) {${source}\n})`;
+}
+
 export const MAX_FRAME_BYTES = 64 * 1024 * 1024;
 
 /** Serialises one message into a frame. */

@@ -9,6 +9,7 @@ import { builtinModules } from 'node:module';
 import { parse, type Node as AcornNode } from 'acorn';
 import sucrase from 'sucrase';
 import type { Runtime } from '../../core/types.js';
+import { wrapCommonJs } from './protocol.js';
 
 /** How the host runs the code. */
 export type CodeFormat = 'module' | 'script' | 'wasm';
@@ -228,6 +229,9 @@ export function analyzeJs(source: string): JsAnalysis {
     !metaProperty &&
     !thisOutsideFunctions &&
     !source.startsWith('#!') &&
+    // A script reads these as comments, a module does not.
+    !source.includes('<!--') &&
+    !source.includes('-->') &&
     !['module', 'exports', 'arguments'].some((name) => referenced.has(name) || declared.has(name));
   const scriptSource = scriptable ? defaultExportAsScript(source, only) : undefined;
   return scriptSource === undefined ? analysis : { ...analysis, scriptSource };
@@ -249,6 +253,28 @@ function defaultExportAsScript(source: string, node: AnyNode): string | undefine
   if (head === null) return undefined;
   const value = source.slice(node.start + head[0].length, node.end).replace(/;$/, '');
   return `'use strict';${source.slice(0, node.start)}module.exports = { default:${value} };${source.slice(node.end)}`;
+}
+
+/**
+ * Whether `source`, put in the host's CommonJS wrapper (protocol.ts `wrapCommonJs`) and read as
+ * a classic script the way V8 will compile it, stays inside the wrapper: the whole text must be
+ * one expression statement, that function. A script reads `<!--` and `-->` as comments where a
+ * module does not, so code that parses as a module could otherwise close the wrapper early and
+ * run at the top level when the wrapper is evaluated.
+ */
+export function wrapsWhole(source: string): boolean {
+  const wrapped = wrapCommonJs(source);
+  try {
+    const program = parse(wrapped, { ecmaVersion: 'latest', sourceType: 'script' }) as unknown as AnyNode;
+    const body = program.body as AnyNode[];
+    const only = body.length === 1 ? body[0] : undefined;
+    const fn = only?.type === 'ExpressionStatement' && isNode(only.expression) ? only.expression : undefined;
+    return fn?.type === 'FunctionExpression' && fn.start === 1 && fn.end === wrapped.length - 1;
+  } catch {
+    // Only code that parsed (as a module or a script) is asked; failing here means the wrapper
+    // changed how it reads.
+    return false;
+  }
 }
 
 /** Turns TypeScript into JavaScript, dropping types without checking them. Throws a SyntaxError when it does not parse. */
@@ -316,10 +342,17 @@ export class CodePreparer {
     }
     const analysis = this.analyze(js);
     // A parse error is the code's own: V8 reports it with its position when the module compiles.
-    if (!('error' in analysis) && analysis.scriptSource !== undefined) {
+    if (!('error' in analysis) && analysis.scriptSource !== undefined && wrapsWhole(analysis.scriptSource)) {
       return { ok: true, format: 'script', source: analysis.scriptSource, codeHash: sha256(`script\0${analysis.scriptSource}`) };
     }
-    const format = 'error' in analysis ? 'module' : analysis.format;
+    const format = 'error' in analysis || analysis.format === 'module' || analysis.scriptSource !== undefined ? 'module' : 'script';
+    if (format === 'script' && !wrapsWhole(js)) {
+      return {
+        ok: false,
+        message:
+          'the code reads differently as a script than as a module (an HTML-like comment, `<!--` or `-->`, outside a string): remove it, or use `export default` instead of `module.exports`',
+      };
+    }
     return { ok: true, format, source: js, codeHash: sha256(`${format}\0${js}`) };
   }
 

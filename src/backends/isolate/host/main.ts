@@ -22,7 +22,7 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import ivm from 'isolated-vm';
 import { BOOTSTRAP_SOURCE } from './bootstrap.js';
-import { createFrameDecoder, encodeFrame, type FromHost, type HostJob, type HostResult, type ToHost } from '../protocol.js';
+import { createFrameDecoder, encodeFrame, wrapCommonJs, type FromHost, type HostJob, type HostResult, type ToHost } from '../protocol.js';
 import type { WorkloadErrorCode } from '../../../core/errors.js';
 
 /** Fresh isolates kept ready per memory limit. */
@@ -553,19 +553,20 @@ function finishHardened(slot: Slot, prepared: Prepared, reusable: boolean, codeH
     return;
   }
   // Synchronous calls, on this thread: the isolate is idle, so no hop to its thread and back; and
-  // none of this runs user code (the reset walks the global object's own properties; evaluating
-  // the wrapper defines a function).
+  // none of this runs user code (evaluating the wrapper defines a function: source.ts
+  // `wrapsWhole` checks that the code cannot close it early; the reset walks the global object's
+  // own properties). The reset comes last all the same: nothing runs in the context between it
+  // and the next run.
   const reset = (): boolean => {
     prepared.wrapper?.ref.release();
     prepared.wrapper = null;
+    const script = slot.scripts.get(codeHash);
+    if (script !== undefined) prepared.wrapper = { codeHash, ref: script.runSync(prepared.context, { reference: true, timeout: 1_000 }) as ivm.Reference<unknown> };
     const clean = prepared.dispatch.applySync(undefined, ['reset', randomBytes(16).toString('hex')], { timeout: 1_000 }) === true;
     prepared.generation++;
     if (!clean) return false;
     const heap = slot.isolate.getHeapStatisticsSync();
-    if (heap.used_heap_size + heap.externally_allocated_size >= REUSE_HEAP_SHARE * slot.memMB * 1024 * 1024) return false;
-    const script = slot.scripts.get(codeHash);
-    if (script !== undefined) prepared.wrapper = { codeHash, ref: script.runSync(prepared.context, { reference: true, timeout: 1_000 }) as ivm.Reference<unknown> };
-    return true;
+    return heap.used_heap_size + heap.externally_allocated_size < REUSE_HEAP_SHARE * slot.memMB * 1024 * 1024;
   };
   // After this turn's frames are written: the result goes out first.
   setImmediate(() => {
@@ -638,7 +639,7 @@ async function compileScript(slot: Slot, spec: HostJob): Promise<ivm.Script> {
     return known;
   }
   // The wrapper keeps the code's line numbers: it adds nothing before the first line.
-  const wrapped = `(function (exports, module) {${spec.source ?? ''}\n})`;
+  const wrapped = wrapCommonJs(spec.source ?? '');
   const cached = cachedData(spec.codeHash);
   const script = await slot.isolate.compileScript(wrapped, {
     filename: spec.filename,
