@@ -74,6 +74,8 @@ static int nchildren;
 static struct sockaddr_un addr;
 /* For an abstract address, also its exact length (0 otherwise): see connect_slot. */
 static socklen_t abstract_len;
+/* The process that started the helper: the only one its children may connect to. */
+static pid_t caller_pid;
 
 static void die(const char *what) {
   fprintf(stderr, "vulcan-spawnd: %s: %s\n", what, strerror(errno));
@@ -118,14 +120,30 @@ static void reply(char type, const unsigned char *token, int32_t value) {
  * In a forked child: a connection to the caller for slot `slot`, on a fd >= 64 (out of the
  * way of the dup2s), introduced by the token, the slot and, when `pid` is not 0, the pid.
  */
-static int connect_slot(const unsigned char *token, int slot, pid_t pid) {
+/* A connection to `addr` with length `len`, kept only when the listener is the caller. */
+static int connect_caller(socklen_t len) {
   int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (s < 0) return -1;
+  struct ucred cred;
+  socklen_t clen = sizeof cred;
+  if (connect(s, (struct sockaddr *)&addr, len) == 0) {
+    if (getsockopt(s, SOL_SOCKET, SO_PEERCRED, &cred, &clen) == 0 && cred.pid == caller_pid) return s;
+    errno = EPERM;
+  }
+  int err = errno;
+  close(s);
+  errno = err;
+  return -1;
+}
+
+static int connect_slot(const unsigned char *token, int slot, pid_t pid) {
   /* An abstract name is its bytes up to the address length, NULs included: Node 20's libuv
-     binds the whole sun_path (zero-padded), newer ones the name's exact length. */
-  if (connect(s, (struct sockaddr *)&addr, sizeof addr) != 0 &&
-      (abstract_len == 0 || errno != ECONNREFUSED || connect(s, (struct sockaddr *)&addr, abstract_len) != 0))
-    return -1;
+     binds the whole sun_path (zero-padded), newer ones the name's exact length. Any process of
+     the sandbox can bind the other form of the name, so the listener must be the caller (a
+     squatter would get the command's stdio). */
+  int s = connect_caller(sizeof addr);
+  if (s < 0 && abstract_len != 0) s = connect_caller(abstract_len);
+  if (s < 0) return -1;
   unsigned char hello[TOKEN + 1 + 4];
   size_t n = TOKEN + 1;
   memcpy(hello, token, TOKEN);
@@ -204,7 +222,7 @@ static void exec_search(char **argv, char **env) {
   for (const char *p = path;; p++) {
     const char *end = strchrnul(p, ':');
     size_t dlen = (size_t)(end - p);
-    if (dlen + 1 + flen + 1 <= sizeof buf) {
+    if ((dlen == 0 ? 1 : dlen) + 1 + flen + 1 <= sizeof buf) {
       memcpy(buf, p, dlen);
       if (dlen == 0) buf[dlen++] = '.';
       buf[dlen] = '/';
@@ -382,6 +400,7 @@ int main(int argc, char **argv) {
     abstract_len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + plen);
   }
   pid_t caller = getppid();
+  caller_pid = caller;
   if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) die("prctl");
   if (getppid() != caller) return 1;
   signal(SIGPIPE, SIG_IGN);

@@ -7,7 +7,7 @@
  * its own, and no fd of the agent or the helper reaching the command.
  */
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -119,6 +119,11 @@ for (const mode of ['spawn helper', 'node spawn'] as const) {
       assert.deepEqual([r.exit_code, r.signal, r.stdout, r.stderr, r.timed_out], [7, null, 'out\n', 'err\n', false]);
       const killed = await exec(agent, { cmd: ['sh', '-c', 'kill -TERM $$'] });
       assert.deepEqual([killed.exit_code, killed.signal], [null, 'SIGTERM']);
+      // Signals with aliases get the name Node's spawn gives them (SIGABRT, not SIGIOT).
+      const aborted = await exec(agent, { cmd: ['sh', '-c', 'kill -ABRT $$'] });
+      assert.deepEqual([aborted.exit_code, aborted.signal], [null, 'SIGABRT']);
+      const io = await exec(agent, { cmd: ['sh', '-c', 'kill -IO $$'] });
+      assert.deepEqual([io.exit_code, io.signal], [null, 'SIGIO']);
     });
 
     it('gives exactly the env asked for, searches its PATH, and runs in cwd', async () => {
@@ -214,5 +219,73 @@ describe('sandbox agent exec when the spawn helper dies', () => {
     } finally {
       await agent.stop();
     }
+  });
+});
+
+/**
+ * A squatter on the helper's socket name (native/vulcan-spawnd.c `connect_slot`): an abstract
+ * name exists in two forms (zero-padded, as Node 20 binds it, and exact-length, as Node 22+
+ * does), and any process of the sandbox could bind the form the agent left free. Here the
+ * caller (a Python stand-in for a Node 22 agent) binds the exact form, a second process the
+ * padded one; the helper's child must talk only to the process that started the helper.
+ */
+const SQUAT_PY = String.raw`import os, socket, struct, subprocess, sys, time, select
+spawnd = sys.argv[1]
+name = b'\0vulcan-test-squat-%d' % os.getpid()
+# The caller (this process) listens on the exact-length name, as libuv >= 1.48 (Node 22+) binds it.
+real = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+real.bind(name)
+real.listen(8)
+# A squatter, another process of the same user, binds the zero-padded form of the name.
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.close(r)
+    sq = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sq.bind(name + b'\0' * (108 - len(name)))
+    sq.listen(8)
+    os.write(w, b'r')
+    sq.settimeout(5)
+    try:
+        c, _ = sq.accept()
+        c.settimeout(2)
+        if c.recv(16): os.write(w, b'S')  # the squatter was told a token
+    except OSError:
+        pass
+    except socket.timeout:
+        pass
+    os._exit(0)
+os.close(w)
+assert os.read(r, 1) == b'r'
+helper = subprocess.Popen([spawnd, '@' + name[1:].decode()], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+token = os.urandom(16)
+strings = b'/\0' + b'echo\0' + b'hi\0' + b'PATH=/usr/bin:/bin\0'
+body = b'X' + token + bytes([2, 0, 1]) + struct.pack('<H', 2) + strings
+helper.stdin.write(struct.pack('<I', len(body)) + body)
+helper.stdin.flush()
+real.settimeout(5)
+got_real = False
+try:
+    c, _ = real.accept()
+    hello = c.recv(21)
+    got_real = hello[:16] == token
+    out = b''
+    while True:
+        d = c.recv(100)
+        if not d: break
+        out += d
+except socket.timeout:
+    out = b''
+os.waitpid(pid, 0)
+rl, _, _ = select.select([r], [], [], 0)
+squatted = bool(rl) and os.read(r, 1) == b'S'
+helper.kill()
+print('real=%s squatted=%s out=%r' % (got_real, squatted, out))
+`;
+
+describe('sandbox agent exec: the spawn helper talks only to its caller', () => {
+  it('a process that binds the other form of the socket name gets no token and no output', () => {
+    const out = execFileSync('python3', ['-c', SQUAT_PY, SPAWND], { encoding: 'utf8', timeout: 30_000 }).trim();
+    assert.equal(out, "real=True squatted=False out=b'hi\\n'");
   });
 });

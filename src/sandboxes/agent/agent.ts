@@ -451,7 +451,9 @@ const SPAWN_LATE_SLOT_MS = 2_000;
 const SPAWN_PROBE_MS = 5_000;
 /** A helper that died is restarted at most this often; in between, commands start with Node's spawn. */
 const SPAWN_RESTART_MS = 1_000;
-const SIGNAL_NAMES = new Map<number, NodeJS.Signals>(Object.entries(os.constants.signals).map(([name, num]) => [num, name as NodeJS.Signals]));
+/** Number → name; the first of aliases (SIGABRT, not SIGIOT; SIGIO, not SIGPOLL), as Node's spawn reports them. */
+const SIGNAL_NAMES = new Map<number, NodeJS.Signals>();
+for (const [name, num] of Object.entries(os.constants.signals)) if (!SIGNAL_NAMES.has(num)) SIGNAL_NAMES.set(num, name as NodeJS.Signals);
 const ERRNO_NAMES = new Map<number, string>(Object.entries(os.constants.errno).map(([name, num]) => [num, name]));
 
 interface SpawnJob {
@@ -627,7 +629,8 @@ class SpawnHelper {
       c.pause();
       const job = this.jobs.get(buf.subarray(0, SPAWN_TOKEN_BYTES).toString('hex'));
       const slot = buf[SPAWN_TOKEN_BYTES] ?? 255;
-      if (!job || job.kinds[slot] !== 1 || job.sockets[slot]) {
+      // A pid of 0 or 1 would aim the timeout's group kill at the agent's own group or init.
+      if (!job || job.kinds[slot] !== 1 || job.sockets[slot] || (job.pid === undefined && buf.readUInt32LE(SPAWN_TOKEN_BYTES + 1) <= 1)) {
         c.destroy();
         return;
       }
