@@ -147,12 +147,18 @@ export function qemuArgs(cfg: VmConfig, accel: Accel, kernelArgs: readonly strin
 /** A tiny QMP client: one command at a time, events ignored. */
 export class Qmp {
   #buf = '';
-  #waiters: Array<(msg: Record<string, unknown>) => void> = [];
+  #waiters: Array<{ settle: (msg: Record<string, unknown>) => void; fail: (err: Error) => void }> = [];
+  #closed: Error | undefined;
 
   constructor(private readonly sock: net.Socket) {
     sock.setEncoding('utf8');
-    // QEMU going away (killed, crashed) is reported by its exit, not here.
+    // QEMU going away (killed, crashed) is reported by its exit; a command still waiting for
+    // its answer fails with the connection.
     sock.on('error', () => undefined);
+    sock.on('close', () => {
+      this.#closed = new Error('the QMP connection closed (QEMU exited or stopped answering)');
+      for (const w of this.#waiters.splice(0)) w.fail(this.#closed);
+    });
     sock.on('data', (d: string) => {
       this.#buf += d;
       if (this.#buf.length > 1024 * 1024) this.sock.destroy(new Error('QMP reply too large'));
@@ -168,26 +174,60 @@ export class Qmp {
           continue;
         }
         if ('event' in msg) continue;
-        this.#waiters.shift()?.(msg);
+        this.#waiters.shift()?.settle(msg);
       }
     });
   }
 
   /** Waits for the greeting and enters command mode. */
   async handshake(): Promise<void> {
-    await new Promise<Record<string, unknown>>((resolve) => this.#waiters.push(resolve));
+    await this.#next(() => undefined);
     await this.execute('qmp_capabilities');
   }
 
-  execute(command: string, args?: Record<string, unknown>): Promise<unknown> {
+  /**
+   * Runs one command. Rejects with QEMU's error, when the connection closes, or when `signal`
+   * aborts (the answer, when it comes, is then dropped: replies stay in order).
+   */
+  execute(command: string, args?: Record<string, unknown>, signal?: AbortSignal): Promise<unknown> {
+    return this.#next(() => this.sock.write(`${JSON.stringify(args ? { execute: command, arguments: args } : { execute: command })}\n`), command, signal);
+  }
+
+  #next(send: () => void, command?: string, signal?: AbortSignal): Promise<unknown> {
     return new Promise((resolve, reject) => {
-      this.#waiters.push((msg) => {
-        if ('error' in msg) reject(new Error(`QMP ${command}: ${JSON.stringify(msg.error)}`));
-        else resolve(msg.return);
+      if (this.#closed) return reject(this.#closed);
+      if (signal?.aborted) return reject(signal.reason as Error);
+      let done = false;
+      const onAbort = () => {
+        done = true;
+        reject(signal?.reason as Error);
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      this.#waiters.push({
+        settle: (msg) => {
+          signal?.removeEventListener('abort', onAbort);
+          if (done) return;
+          if ('error' in msg) reject(new Error(`QMP ${command ?? 'greeting'}: ${JSON.stringify(msg.error)}`));
+          else resolve(msg.return);
+        },
+        fail: (err) => {
+          signal?.removeEventListener('abort', onAbort);
+          if (!done) reject(err);
+        },
       });
-      this.sock.write(`${JSON.stringify(args ? { execute: command, arguments: args } : { execute: command })}\n`);
+      send();
     });
   }
+}
+
+/** `p`, or the signal's reason as soon as it aborts. */
+function untilAborted<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason as Error);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason as Error);
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+  });
 }
 
 /** The unix socket a VM's state is streamed through, in the VM's directory. */
@@ -215,17 +255,17 @@ export interface SaveTarget {
  */
 export async function saveVmState(qmp: Qmp, target: SaveTarget, signal: AbortSignal): Promise<number> {
   signal.throwIfAborted();
-  await qmp.execute('stop');
+  await qmp.execute('stop', undefined, signal);
   await fs.promises.rm(target.socketPath, { force: true });
   const server = await listen(target.socketPath);
   const out = fs.createWriteStream(target.file, { mode: 0o600 });
   const opened = once(out, 'open');
   let conn: net.Socket | undefined;
   try {
-    await opened;
+    await untilAborted(opened, signal);
     const connected = firstConnection(server);
-    await qmp.execute('migrate-set-parameters', { 'max-bandwidth': SAVE_BANDWIDTH_BYTES_PER_S });
-    await qmp.execute('migrate', { uri: `unix:${target.socketPath}` });
+    await qmp.execute('migrate-set-parameters', { 'max-bandwidth': SAVE_BANDWIDTH_BYTES_PER_S }, signal);
+    await qmp.execute('migrate', { uri: `unix:${target.socketPath}` }, signal);
     let streamed = false;
     const written = (async () => {
       conn = await connected;
@@ -235,17 +275,17 @@ export async function saveVmState(qmp: Qmp, target: SaveTarget, signal: AbortSig
     written.catch(() => undefined);
     for (;;) {
       signal.throwIfAborted();
-      const info = (await qmp.execute('query-migrate')) as { status?: string; 'error-desc'?: string };
+      const info = (await qmp.execute('query-migrate', undefined, signal)) as { status?: string; 'error-desc'?: string };
       if (info.status === 'completed') break;
       if (info.status === 'failed' || info.status === 'cancelled') throw new Error(`saving the VM state failed: ${info['error-desc'] ?? info.status}`);
       // A failed write (disk full) ends the wait at once.
       await Promise.race([new Promise((r) => setTimeout(r, MIGRATION_POLL_MS)), ...(streamed ? [] : [written])]);
     }
     // QEMU closes the stream once it is done: the file is whole when the pipeline ends.
-    await written;
+    await untilAborted(written, signal);
     return out.bytesWritten;
   } catch (err) {
-    await qmp.execute('migrate_cancel').catch(() => undefined);
+    await qmp.execute('migrate_cancel', undefined, AbortSignal.timeout(5_000)).catch(() => undefined);
     conn?.destroy();
     out.destroy();
     await fs.promises.rm(target.file, { force: true }).catch(() => undefined);
@@ -262,11 +302,11 @@ export async function saveVmState(qmp: Qmp, target: SaveTarget, signal: AbortSig
  * is complete and returns the run state it left (`paused` for a guest saved while stopped).
  */
 export async function loadVmState(qmp: Qmp, opts: { readonly wait: boolean; readonly signal?: AbortSignal }): Promise<string | undefined> {
-  await qmp.execute('migrate-incoming', { uri: 'fd:3' });
+  await qmp.execute('migrate-incoming', { uri: 'fd:3' }, opts.signal);
   if (!opts.wait) return undefined;
   for (;;) {
     opts.signal?.throwIfAborted();
-    const st = (await qmp.execute('query-status')) as { status?: string };
+    const st = (await qmp.execute('query-status', undefined, opts.signal)) as { status?: string };
     if (st.status !== 'inmigrate') return st.status;
     await new Promise((r) => setTimeout(r, MIGRATION_POLL_MS));
   }

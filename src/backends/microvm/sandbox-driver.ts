@@ -746,7 +746,8 @@ export class MicrovmSandboxDriver implements SandboxDriver {
    * With neither, it is lost.
    */
   async attach(id: string, persisted: Readonly<Record<string, unknown>>, _limits: SandboxLimits, paused: boolean): Promise<AttachResult> {
-    if (!isPersisted(persisted) || persisted.tag !== `${this.#tagPrefix}${id}` || path.dirname(persisted.dir) !== this.#root || path.basename(persisted.dir) !== id) {
+    // The id names a directory that may be removed: never `.`, `..` or anything with a slash.
+    if (!/^[A-Za-z0-9_-]+$/.test(id) || !isPersisted(persisted) || persisted.tag !== `${this.#tagPrefix}${id}` || path.dirname(persisted.dir) !== this.#root || path.basename(persisted.dir) !== id) {
       return { ok: false, reason: 'its record has no VM information' };
     }
     const dir = persisted.dir;
