@@ -211,6 +211,24 @@ describe('sandbox agent exec when the spawn helper dies', () => {
     }
   });
 
+  it('a command that stops the helper still ends at its timeout, and the helper is restarted', { timeout: 30_000 }, async () => {
+    const agent = await startAgent(SPAWND);
+    try {
+      await until('the helper in use', async () => (await parentName(agent)) === 'vulcan-spawnd', 10_000);
+      const t0 = performance.now();
+      const r = await exec(agent, { cmd: ['sh', '-c', 'kill -STOP $PPID; sleep 60'], timeout_ms: 500 });
+      const ms = performance.now() - t0;
+      assert.equal(r.timed_out, true);
+      assert.equal(r.signal, 'SIGKILL');
+      assert.ok(ms < 10_000, `the exec ended after ${Math.round(ms)} ms`);
+      assert.match(agent.log(), /restarting it/);
+      await until('a working helper again', async () => (await parentName(agent)) === 'vulcan-spawnd', 10_000);
+      assert.equal((await exec(agent, { cmd: ['echo', 'ok'] })).stdout, 'ok\n');
+    } finally {
+      await agent.stop();
+    }
+  });
+
   it('is not used when its probe fails, and commands still run', async () => {
     const agent = await startAgent('/bin/false');
     try {

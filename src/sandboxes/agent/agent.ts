@@ -387,6 +387,11 @@ interface Launched {
   kill(sig: NodeJS.Signals): void;
   /** Called once: the exit, after stdout and stderr ended; or why the command could not start. */
   onDone(fn: (end: LaunchEnd) => void): void;
+  /**
+   * The exit did not come after a SIGKILL: the one who reports it (the spawn helper) is stuck
+   * (a command can stop it). Restarts the helper; Node's spawn has nothing to do.
+   */
+  unresponsive?(): void;
 }
 
 type LaunchEnd = { code: number | null; signal: NodeJS.Signals | null } | { error: NodeJS.ErrnoException };
@@ -447,6 +452,8 @@ const SPAWN_REPLY_BYTES = 1 + SPAWN_TOKEN_BYTES + 4;
 const SPAWN_MAX_FRAME = 1 << 20;
 /** After the exit is known, how long connections that never came are waited for. */
 const SPAWN_LATE_SLOT_MS = 2_000;
+/** After a timeout's SIGKILL, how long the exit may take before the exec ends without it. */
+const EXIT_AFTER_KILL_MS = 5_000;
 /** How long the startup probe of the helper may take before the agent does without it. */
 const SPAWN_PROBE_MS = 5_000;
 /** A helper that died is restarted at most this often; in between, commands start with Node's spawn. */
@@ -601,6 +608,10 @@ class SpawnHelper {
       killGroup: (sig) => this.signal(job, true, sig),
       kill: (sig) => this.signal(job, false, sig),
       onDone: (fn) => (job.done = fn),
+      unresponsive: () => {
+        process.stderr.write('vulcan-agent: exec helper gave no exit 5 s after a SIGKILL; restarting it\n');
+        this.helper?.kill('SIGKILL');
+      },
     };
   }
 
@@ -740,6 +751,7 @@ function opExec(sock: net.Socket, req: Json): void {
     sock.end(frame(F_EXIT, JSON.stringify({ ...exit, duration_ms: Math.round((performance.now() - t0) * 1000) / 1000 })));
   };
   const cannotRun = (e: NodeJS.ErrnoException) => {
+    if (finished) return;
     sock.write(frame(F_STDERR, `vulcan: cannot run ${cmd[0] ?? ''}: ${e.code ?? e.message}\n`));
     finish({ exit_code: e.code === 'EACCES' ? 126 : 127, signal: null, timed_out: false });
   };
@@ -751,7 +763,18 @@ function opExec(sock: net.Socket, req: Json): void {
     return;
   }
   let timedOut = false;
-  if (timeoutMs > 0) timer = setTimeout(() => ((timedOut = true), child.killGroup('SIGKILL')), timeoutMs);
+  if (timeoutMs > 0) {
+    timer = setTimeout(() => {
+      timedOut = true;
+      child.killGroup('SIGKILL');
+      // A killed command's exit comes at once; when it does not, whoever reports it is stuck:
+      // the exec still ends, timed out, and the helper is restarted.
+      timer = setTimeout(() => {
+        finish({ exit_code: null, signal: 'SIGKILL', timed_out: true });
+        child.unresponsive?.();
+      }, EXIT_AFTER_KILL_MS);
+    }, timeoutMs);
+  }
   child.onDone((end) => {
     // A PTY's program and the helper are in different groups; the helper's exit ends both.
     if ('error' in end) cannotRun(end.error);
