@@ -345,7 +345,8 @@ export class CodePreparer {
     if (!('error' in analysis) && analysis.scriptSource !== undefined && wrapsWhole(analysis.scriptSource)) {
       return { ok: true, format: 'script', source: analysis.scriptSource, codeHash: sha256(`script\0${analysis.scriptSource}`) };
     }
-    const format = 'error' in analysis || analysis.format === 'module' || analysis.scriptSource !== undefined ? 'module' : 'script';
+    // (A scriptSource is only made for module code: one that failed wrapsWhole stays a module.)
+    const format = 'error' in analysis ? 'module' : analysis.format;
     if (format === 'script' && !wrapsWhole(js)) {
       return {
         ok: false,
