@@ -47,7 +47,9 @@ interface Job {
   onError: (err: Error) => void;
 }
 
-const SIGNAL_NAMES = new Map<number, NodeJS.Signals>(Object.entries(os.constants.signals).map(([name, num]) => [num, name as NodeJS.Signals]));
+/** Number → name; the first of aliases (SIGABRT, not SIGIOT; SIGIO, not SIGPOLL), as Node's spawn reports them. */
+const SIGNAL_NAMES = new Map<number, NodeJS.Signals>();
+for (const [name, num] of Object.entries(os.constants.signals)) if (!SIGNAL_NAMES.has(num)) SIGNAL_NAMES.set(num, name as NodeJS.Signals);
 
 function decodeWaitStatus(status: number): Exit {
   const sig = status & 0x7f;

@@ -42,6 +42,9 @@ describe('spawner (vulcan-spawnd)', () => {
   it('reports death by a signal, and kill() delivers one', async () => {
     const self = await collect(Spawner.for(spawnd).spawn({ file: '/bin/sh', args: ['-c', 'kill -TERM $$'] }));
     assert.deepEqual(self.exit, { code: null, signal: 'SIGTERM' });
+    // An aliased signal gets the name child_process gives it (SIGABRT, not SIGIOT).
+    const aborted = await collect(Spawner.for(spawnd).spawn({ file: '/bin/sh', args: ['-c', 'kill -ABRT $$'] }));
+    assert.deepEqual(aborted.exit, { code: null, signal: 'SIGABRT' });
     const sleeper = Spawner.for(spawnd).spawn({ file: '/bin/sleep', args: ['100'] });
     setTimeout(() => sleeper.kill('SIGKILL'), 100);
     assert.deepEqual((await collect(sleeper)).exit, { code: null, signal: 'SIGKILL' });
