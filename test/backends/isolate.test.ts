@@ -281,6 +281,50 @@ describe('isolate backend', () => {
       assert.equal((await run('js', cjs)).outcome.output, null);
     });
 
+    it('a run gets a new CommonJS function each time: what it stores on itself does not reach the next run', async () => {
+      // Sloppy code reaches its own wrapper through arguments.callee; the factory makes a new one per run.
+      const cjs = 'var seen = arguments.callee.stash === undefined ? null : arguments.callee.stash; arguments.callee.stash = "x"; module.exports = () => seen;';
+      for (let i = 0; i < 3; i++) assert.equal((await run('js', cjs)).outcome.output, null);
+    });
+
+    it("a run's late microtasks never write into the next run's output", async () => {
+      // The log comes after the result (a long promise chain): the next run of the same code,
+      // in the same reused context, must not get it.
+      const source = `export default (input) => {
+          let p = Promise.resolve();
+          for (let i = 0; i < 200; i++) p = p.then(() => undefined);
+          p.then(() => console.log('late from ' + input.who));
+          return input.who;
+        };`;
+      const runs = [];
+      for (const who of ['a', 'b', 'c', 'd']) runs.push(await run('js', source, { who }));
+      for (const [i, r] of runs.entries()) {
+        const who = ['a', 'b', 'c', 'd'][i] ?? '';
+        assert.equal(r.outcome.output, who);
+        for (const other of ['a', 'b', 'c', 'd'].filter((w) => w !== who)) assert.doesNotMatch(r.stdout, new RegExp(`late from ${other}`), `run ${who}: ${r.stdout}`);
+      }
+      assert.ok(runs.some((r) => r.outcome.notes?.isolate === 'hardened context, reset after an earlier run'));
+    });
+
+    it('built-in globals can be replaced for one run but not deleted or redefined', async () => {
+      const source = `export default (input) => {
+          const seen = { array: typeof Array, fetch: typeof fetch };
+          if (input.change) {
+            const tries = {};
+            for (const [name, fn] of Object.entries({
+              del: () => delete globalThis.Array,
+              define: () => Object.defineProperty(globalThis, 'fetch', { get: () => 'hacked' }),
+              assign: () => { globalThis.Array = 'replaced'; return typeof Array; },
+            })) { try { tries[name] = String(fn()); } catch (e) { tries[name] = e.name; } }
+            return { seen, tries };
+          }
+          return { seen };
+        };`;
+      const changed = await run('js', source, { change: true });
+      assert.deepEqual(changed.outcome.output, { seen: { array: 'function', fetch: 'function' }, tries: { del: 'TypeError', define: 'TypeError', assign: 'string' } });
+      for (let i = 0; i < 2; i++) assert.deepEqual((await run('js', source, { change: false })).outcome.output, { seen: { array: 'function', fetch: 'function' } });
+    });
+
     it('refuses changes to built-ins with a clear error, and the next run sees the originals', async () => {
       const source = `export default (input) => {
           const tries = {};

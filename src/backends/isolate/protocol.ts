@@ -67,17 +67,22 @@ export type FromHost =
   /** A fault of the host (not of any job) worth logging. */
   | { readonly t: 'log'; readonly level: 'warn' | 'error'; readonly msg: string };
 
-/** Most bytes one frame may carry: a 1 MiB source or a 6 MiB body's wasm, with room to spare. */
 /**
- * The CommonJS wrapper the host compiles a `script` job's source in, as a classic script. It adds
- * nothing before the first line, so line numbers stay the code's own. The server checks (source.ts
- * `wrapsWhole`) that the source cannot end the wrapper early: evaluating it must define one
- * function and run none of the code.
+ * The CommonJS wrapper a `script` job's source is compiled in, as a classic script: a factory
+ * that returns a new `function (exports, module) {…}` each time it is called. The host evaluates
+ * it once per context and calls the factory in every run, so each run gets a function object of
+ * its own (what a run stores on it, through `arguments.callee` in sloppy code, goes with it)
+ * without evaluating the source again. It adds nothing before the first line, so line numbers
+ * stay the code's own. The server checks (source.ts `wrapsWhole`) that the source cannot end the
+ * wrapper early: evaluating it must define the factory and run none of the code.
  */
 export function wrapCommonJs(source: string): string {
-  return `(function (exports, module) {${source}\n})`;
+  return `${COMMONJS_HEAD}${source}${COMMONJS_TAIL}`;
 }
+export const COMMONJS_HEAD = '(function () { return function (exports, module) {';
+export const COMMONJS_TAIL = '\n}; })';
 
+/** Most bytes one frame may carry: a 1 MiB source or a 6 MiB body's wasm, with room to spare. */
 export const MAX_FRAME_BYTES = 64 * 1024 * 1024;
 
 /** Serialises one message into a frame. */

@@ -9,7 +9,7 @@ import { builtinModules } from 'node:module';
 import { parse, type Node as AcornNode } from 'acorn';
 import sucrase from 'sucrase';
 import type { Runtime } from '../../core/types.js';
-import { wrapCommonJs } from './protocol.js';
+import { COMMONJS_HEAD, wrapCommonJs } from './protocol.js';
 
 /** How the host runs the code. */
 export type CodeFormat = 'module' | 'script' | 'wasm';
@@ -258,7 +258,8 @@ function defaultExportAsScript(source: string, node: AnyNode): string | undefine
 /**
  * Whether `source`, put in the host's CommonJS wrapper (protocol.ts `wrapCommonJs`) and read as
  * a classic script the way V8 will compile it, stays inside the wrapper: the whole text must be
- * one expression statement, that function. A script reads `<!--` and `-->` as comments where a
+ * one expression statement, the factory, whose one statement returns the code's function, and
+ * that function must span the source exactly. A script reads `<!--` and `-->` as comments where a
  * module does not, so code that parses as a module could otherwise close the wrapper early and
  * run at the top level when the wrapper is evaluated.
  */
@@ -268,8 +269,14 @@ export function wrapsWhole(source: string): boolean {
     const program = parse(wrapped, { ecmaVersion: 'latest', sourceType: 'script' }) as unknown as AnyNode;
     const body = program.body as AnyNode[];
     const only = body.length === 1 ? body[0] : undefined;
-    const fn = only?.type === 'ExpressionStatement' && isNode(only.expression) ? only.expression : undefined;
-    return fn?.type === 'FunctionExpression' && fn.start === 1 && fn.end === wrapped.length - 1;
+    const factory = only?.type === 'ExpressionStatement' && isNode(only.expression) ? only.expression : undefined;
+    if (factory?.type !== 'FunctionExpression' || factory.start !== 1 || factory.end !== wrapped.length - 1) return false;
+    const block = isNode(factory.body) ? factory.body : undefined;
+    const statements = block?.type === 'BlockStatement' ? (block.body as AnyNode[]) : [];
+    const ret = statements.length === 1 ? statements[0] : undefined;
+    const inner = ret?.type === 'ReturnStatement' && isNode(ret.argument) ? ret.argument : undefined;
+    // The code's own function must span the source exactly: from the head to the tail.
+    return inner?.type === 'FunctionExpression' && inner.start === COMMONJS_HEAD.indexOf('function (exports') && inner.end === wrapped.length - '; })'.length;
   } catch {
     // Only code that parsed (as a module or a script) is asked; failing here means the wrapper
     // changed how it reads.

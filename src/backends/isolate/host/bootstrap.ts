@@ -7,13 +7,24 @@
  * It evaluates to a factory `(hostOut, hostTimer, wasmPages, hardened) => dispatch`.
  * `dispatch(op, …)` is the one entry point the host calls:
  * - `dispatch('module', namespace, inputJson, outputBytes)` calls the module's default export;
- * - `dispatch('script', wrapper, inputJson, outputBytes)` runs a CommonJS-style wrapper and calls
- *   `module.exports` (or its `default`);
- * - `dispatch('wasm', bytes, inputJson, outputBytes)` instantiates a Wasm module and calls its
- *   exported `main` with `input.args`;
+ * - `dispatch('script', factory, inputJson, outputBytes, seed?)` calls the CommonJS factory
+ *   (protocol.ts `wrapCommonJs`) for a new wrapper, runs it and calls `module.exports` (or its
+ *   `default`);
+ * - `dispatch('wasm', bytes, inputJson, outputBytes, seed?)` instantiates a Wasm module and calls
+ *   its exported `main` with `input.args`;
+ * - `dispatch('scriptSync', factory, inputJson, outputBytes, seed?)` runs a script job within the
+ *   call (the host calls it synchronously, with a short timeout); its output is kept, not sent;
+ *   then `dispatch('collect')`, after the run's microtasks, answers `{ out, answer }` (out: fd,
+ *   text, fd, text …) or `{ out, pending: true }` when the run returned a promise still pending,
+ *   which `dispatch('await')` then resolves to the answer;
  * - `dispatch('fire', timerId, generation)` runs a due timer of the current run (a timer of an
  *   earlier run of a reused context never fires);
- * - `dispatch('reset', seed)` (hardened contexts only) ends a run: see below.
+ * - `dispatch('reset', seed)` (hardened contexts only) clears what the last run left: see below.
+ *   A `seed` given to `script` or `wasm` does the same first, in the same call, before any of the
+ *   run's code; when that reset is not clean the call answers `{ ok: false, kind: 'not_clean' }`
+ *   and runs nothing.
+ * `hostOut` and `hostTimer` calls carry the run's generation, which each reset moves on, so the
+ * host drops what a run's late microtasks send once the next run has begun.
  *
  * A call resolves to a plain object of strings (`{ ok, json }` or `{ ok: false, kind, name,
  * message, stack, wasmFull }`), which the host checks as untrusted data.
@@ -35,8 +46,9 @@
  * - SES `lockdown()` freezes every intrinsic (prototypes, `JSON`, `Math`, `Error` …), then
  *   everything else reachable from the global object is hardened too, and a walk checks that
  *   nothing reachable but the global object itself is left mutable (else the factory throws);
- * - the global object's own properties are recorded; `reset` deletes what a run added, puts
- *   back what it replaced, resets `Error.stackTraceLimit`/`prepareStackTrace` and all per-run
+ * - the global object's own properties are recorded and made non-configurable (a run may assign
+ *   them, not delete or redefine them); `reset` deletes what a run added, puts back what it
+ *   replaced, resets `Error.stackTraceLimit`/`prepareStackTrace` and all per-run
  *   state (timers, output counts, Wasm accounting), and answers whether that fully worked.
  */
 export const BOOTSTRAP_SOURCE = String.raw`(function vulcanBootstrap(hostOut, hostTimer, wasmPages, hardened) {
@@ -66,6 +78,7 @@ const ArrayBufferIsView = ArrayBuffer.isView;
 const ReflectOwnKeys = Reflect.ownKeys;
 const ReflectDeleteProperty = Reflect.deleteProperty;
 const ReflectDefineProperty = Reflect.defineProperty;
+const ReflectSet = Reflect.set;
 const ObjectIsExtensible = Object.isExtensible;
 const ObjectIsFrozen = Object.isFrozen;
 const MathImul = Math.imul;
@@ -78,10 +91,15 @@ delete g.Atomics;
 // --- console ------------------------------------------------------------------------------
 let outputCap = 1048576;
 const sent = [0, 0, 0];
+// While a synchronous run is under way (scriptSync … collect), output is kept here and handed
+// back by collect, in order, rather than sent through hostOut: the host reads it before the result.
+let collecting = false;
+let collected = [];
 function emit(fd, text) {
   if (sent[fd] > outputCap) return;
   sent[fd] += text.length;
-  hostOut(fd, text);
+  if (collecting) collected.push(fd, text);
+  else hostOut(fd, text, generation);
 }
 function describe(value, depth, seen) {
   const type = typeof value;
@@ -141,7 +159,7 @@ function addTimer(fn, ms, args, repeat) {
   if (!(delay >= 1 && delay <= 2147483647)) delay = 1;
   const id = nextTimer++;
   timers.set(id, { fn, args, delay, repeat });
-  hostTimer(id, delay);
+  hostTimer(id, delay, generation);
   return id;
 }
 function clearTimer(id) { timers.delete(+id); }
@@ -391,6 +409,9 @@ function next32() {
   return result;
 }
 let baseGlobals = null;
+// The global object's writable properties and their values, as the reset puts them back.
+const writableKeys = [];
+const writableValues = [];
 let baseProto = null;
 let baseStackTraceLimit;
 let basePrepareStackTrace;
@@ -472,8 +493,16 @@ if (hardened) {
     }
     queue.push(ObjectGetProto(o));
   }
+  // The global object's own properties become non-configurable: a run may still assign them, but
+  // not delete them or turn them into accessors, so that the reset puts them back with plain
+  // writes (no descriptor per property per run) and a count of the keys finds any added one.
   baseGlobals = new MapCtor();
-  for (const key of ReflectOwnKeys(g)) baseGlobals.set(key, ObjectGetOwnDesc(g, key));
+  for (const key of ReflectOwnKeys(g)) {
+    const d = ObjectGetOwnDesc(g, key);
+    if (d.configurable && !ReflectDefineProperty(g, key, { configurable: false })) throw new TypeErrorCtor('a global of the hardened context cannot be fixed');
+    baseGlobals.set(key, d);
+    if ('value' in d && d.writable) { writableKeys.push(key); writableValues.push(d.value); }
+  }
   baseProto = ObjectGetProto(g);
   GlobalError = g.Error;
   baseStackTraceLimit = GlobalError.stackTraceLimit;
@@ -485,16 +514,18 @@ if (hardened) {
 const MAX_ADDED_GLOBALS = 1000;
 function resetRun(seed) {
   let clean = !tainted && ObjectIsExtensible(g) && ObjectGetProto(g) === baseProto;
+  // No base global can be deleted (all are non-configurable): more keys means added ones.
   const keys = ReflectOwnKeys(g);
   if (keys.length > baseGlobals.size + MAX_ADDED_GLOBALS) return false;
-  for (let i = 0; i < keys.length; i++) {
-    if (!baseGlobals.has(keys[i]) && !ReflectDeleteProperty(g, keys[i])) clean = false;
-  }
-  for (const [key, d] of baseGlobals) {
-    const c = ObjectGetOwnDesc(g, key);
-    if (c === undefined || c.value !== d.value || c.get !== d.get || c.set !== d.set || c.writable !== d.writable || c.enumerable !== d.enumerable || c.configurable !== d.configurable) {
-      if (!ReflectDefineProperty(g, key, d)) clean = false;
+  if (keys.length !== baseGlobals.size) {
+    for (let i = 0; i < keys.length; i++) {
+      if (!baseGlobals.has(keys[i]) && !ReflectDeleteProperty(g, keys[i])) clean = false;
     }
+  }
+  // Own, non-configurable data properties: the write calls no setter, runs nothing of the run's,
+  // and fails only where a run made one read-only.
+  for (let i = 0; i < writableKeys.length; i++) {
+    if (!ReflectSet(g, writableKeys[i], writableValues[i])) clean = false;
   }
   try {
     GlobalError.stackTraceLimit = baseStackTraceLimit;
@@ -506,6 +537,9 @@ function resetRun(seed) {
   generation++;
   sent[0] = sent[1] = sent[2] = 0;
   outputCap = 1048576;
+  collecting = false;
+  collected = [];
+  pending = null;
   tracked.length = 0;
   pagesLeft = wasmPages;
   failRun = null;
@@ -518,21 +552,81 @@ function resetRun(seed) {
   }
   return clean;
 }
-return function dispatch(op, target, inputJson, outputBytes) {
+const NOT_CLEAN = { ok: false, kind: 'not_clean' };
+// What a synchronous run left for collect: its answer, or the promise it returned.
+let pending = null;
+function exportedOf(factory) {
+  const module = { exports: {} };
+  ReflectApply(factory(), module.exports, [module.exports, module]);
+  let exported = module.exports;
+  if (typeof exported !== 'function' && exported !== null && typeof exported === 'object' && typeof exported.default === 'function') exported = exported.default;
+  return callable(exported, 'module.exports');
+}
+// Runs a script job within this call; its microtasks run when the call ends, before collect.
+function runSync(factory, inputJson) {
+  collecting = true;
+  collected = [];
+  let value;
+  try {
+    value = exportedOf(factory)(parseInput(inputJson));
+  } catch (error) {
+    pending = { answer: failure(error) };
+    return;
+  }
+  let then;
+  try {
+    then = value !== null && (typeof value === 'object' || typeof value === 'function') ? value.then : undefined;
+  } catch (error) {
+    pending = { answer: failure(error) };
+    return;
+  }
+  if (typeof then !== 'function') {
+    pending = { answer: settle(value) };
+    return;
+  }
+  const box = { answer: undefined, promise: null };
+  box.promise = new PromiseCtor((resolve) => {
+    failRun = (error) => resolve(failure(error));
+    PromiseResolve(value).then((v) => resolve(settle(v)), (error) => resolve(failure(error)));
+  });
+  box.promise.then((answer) => { box.answer = answer; });
+  pending = box;
+}
+// Ends the synchronous part: the output so far, and the answer, or that the run goes on.
+function collect() {
+  collecting = false;
+  const out = collected;
+  collected = [];
+  const p = pending;
+  if (p === null) return { out, answer: { ok: false, kind: 'exception', name: 'Error', message: 'the run left nothing to collect', stack: '' } };
+  if (p.answer !== undefined) { pending = null; return { out, answer: p.answer }; }
+  return { out, pending: true };
+}
+return function dispatch(op, target, inputJson, outputBytes, seed) {
   if (op === 'fire') {
     if (inputJson !== generation) return;
     const timer = timers.get(target);
     if (timer === undefined) return;
-    if (timer.repeat) hostTimer(target, timer.delay); else timers.delete(target);
+    if (timer.repeat) hostTimer(target, timer.delay, generation); else timers.delete(target);
     try { ReflectApply(timer.fn, g, timer.args); } catch (error) { if (failRun !== null) failRun(error); }
     return;
   }
+  if (op === 'reset' && hardened) return resetRun(target);
+  if (op === 'collect') return collect();
+  if (op === 'await') {
+    const p = pending;
+    pending = null;
+    return p === null || p.promise === null ? failure(new TypeErrorCtor('no run to wait for')) : p.promise;
+  }
+  // A run's own call resets what the last run left, first: none of its code runs before that.
+  if (seed !== undefined && (!hardened || !resetRun(seed))) return NOT_CLEAN;
   outputCap = outputBytes;
+  if (op === 'scriptSync') return runSync(target, inputJson);
   if (op === 'module') return runUser(() => callable(target.default, 'the default export')(parseInput(inputJson)));
   if (op === 'script') {
     return runUser(() => {
       const module = { exports: {} };
-      ReflectApply(target, module.exports, [module.exports, module]);
+      ReflectApply(target(), module.exports, [module.exports, module]);
       let exported = module.exports;
       if (typeof exported !== 'function' && exported !== null && typeof exported === 'object' && typeof exported.default === 'function') exported = exported.default;
       return callable(exported, 'module.exports')(parseInput(inputJson));
@@ -547,7 +641,6 @@ return function dispatch(op, target, inputJson, outputBytes) {
       return main(...toNumberArgs(parseInput(inputJson)));
     });
   }
-  if (op === 'reset' && hardened) return resetRun(target);
   throw new TypeErrorCtor('unknown operation ' + op);
 };
 })`;

@@ -18,7 +18,7 @@
  * An isolate that timed out, hit a limit, was cancelled, or whose hardened context could not be
  * fully reset is disposed, never reused.
  */
-import { randomBytes } from 'node:crypto';
+import { randomFillSync } from 'node:crypto';
 import fs from 'node:fs';
 import ivm from 'isolated-vm';
 import { BOOTSTRAP_SOURCE } from './bootstrap.js';
@@ -68,6 +68,26 @@ const GROW_AFTER_MS = 20;
 const MAX_RUNS_HARDENED = 10_000;
 /** Compiled scripts kept per isolate (a hardened isolate runs many codes in turn). */
 const SCRIPTS_PER_ISOLATE = 64;
+/** Evaluated CommonJS factories kept per hardened context. */
+const FACTORIES_PER_CONTEXT = 16;
+/** A hardened isolate's heap is checked after every this many runs (and after any run over 1 ms). */
+const HEAP_CHECK_EVERY = 16;
+/** Times a run is moved to another hardened isolate when the one it got cannot be reset. */
+const MAX_RESET_RETRIES = 2;
+/**
+ * Script code whose last SYNC_AFTER_RUNS runs here each took under SYNC_CPU_MS of the isolate's
+ * CPU runs synchronously on this thread: no hop to isolated-vm's thread pool and back, which
+ * costs more than such a run itself. A synchronous run may hold this thread for SYNC_SLICE_MS at
+ * most: past it, the run is stopped, its isolate thrown away, and the job starts again the
+ * usual way (nothing of the stopped try reaches the caller: its output is held in the isolate
+ * until it ends); the code is not run synchronously again here. So a tenant's code that turns
+ * slow holds up this host's other jobs for one slice, once.
+ */
+const SYNC_AFTER_RUNS = 3;
+const SYNC_CPU_MS = 1;
+const SYNC_SLICE_MS = 10;
+/** Codes whose run history is kept. */
+const CODE_STATS_ENTRIES = 1024;
 /** SES, staged beside the host (host-files.ts); without it, only fresh contexts are used. */
 const SES_SOURCE: string | null = (() => {
   try {
@@ -90,14 +110,20 @@ interface Prepared {
   readonly sink: Sink;
   /** True for a hardened context (serves many runs; reset after each). */
   readonly hardened: boolean;
-  /** The run this context serves; timers of earlier runs carry an older number and never fire. */
-  generation: number;
   /**
-   * A CommonJS wrapper already evaluated in this context, for the code the isolate last ran:
-   * evaluating `(function (exports, module) {…})` defines a function and runs none of the code,
-   * so doing it ahead saves the run one call into the isolate.
+   * The run this context serves, counted as the context counts it: a hardened context's reset
+   * moves both on. Output, timers and timer firings of an earlier run carry an older number and
+   * are dropped.
    */
-  wrapper: { readonly codeHash: string; readonly ref: ivm.Reference<unknown> } | null;
+  generation: number;
+  /** True when a run has used this hardened context since its last reset: the next run resets it first. */
+  dirty: boolean;
+  /**
+   * CommonJS factories evaluated in this context, by code hash, least recently used first.
+   * Evaluating `wrapCommonJs(code)` defines the factory and runs none of the code; every run
+   * calls the factory for a new function of its own, so no run evaluates the source again.
+   */
+  readonly factories: Map<string, ivm.Reference<unknown>>;
 }
 
 interface Slot {
@@ -129,6 +155,10 @@ interface Job {
   generation: number;
   /** Timer callbacks handed to the isolate and not yet returned. */
   firing: number;
+  /** False once a synchronous try of this job outgrew its slice. */
+  mayRunSync: boolean;
+  /** The isolate's CPU time (ns) when the run began, to learn how long the code's runs take. */
+  cpuAtStart: bigint;
 }
 
 const fresh = new Map<number, Slot[]>();
@@ -217,18 +247,20 @@ async function prepareContext(slot: Slot, codeHash?: string, hardened = false): 
   const context = await isolate.createContext();
   if (hardened) await loadSes(isolate, context);
   const sink: Sink = { job: null };
+  // Each call carries the generation of the run that made it: a run's late microtasks can still
+  // write after its result, when the context may already serve the next run.
   const hostOut = new ivm.Callback(
-    (fd: unknown, data: unknown) => {
+    (fd: unknown, data: unknown, generation: unknown) => {
       const job = sink.job;
-      if (job === null || job.finished || (fd !== 1 && fd !== 2) || typeof data !== 'string') return;
+      if (job === null || job.finished || generation !== job.generation || (fd !== 1 && fd !== 2) || typeof data !== 'string') return;
       send({ t: 'out', id: job.id, fd, data });
     },
     { ignored: true },
   );
   const hostTimer = new ivm.Callback(
-    (timerId: unknown, delayMs: unknown) => {
+    (timerId: unknown, delayMs: unknown, generation: unknown) => {
       const job = sink.job;
-      if (job === null || job.finished || typeof timerId !== 'number' || typeof delayMs !== 'number') return;
+      if (job === null || job.finished || generation !== job.generation || typeof timerId !== 'number' || typeof delayMs !== 'number') return;
       armTimer(job, timerId, delayMs);
     },
     { ignored: true },
@@ -236,9 +268,10 @@ async function prepareContext(slot: Slot, codeHash?: string, hardened = false): 
   const factory = (await script.run(context, { reference: true })) as ivm.Reference<(...args: unknown[]) => unknown>;
   const dispatch = (await factory.apply(undefined, [hostOut, hostTimer, slot.memMB * 16, hardened], { result: { reference: true } })) as Dispatch;
   factory.release();
+  const prepared: Prepared = { context, dispatch, sink, hardened, generation: 0, dirty: false, factories: new Map() };
   const user = codeHash === undefined ? undefined : slot.scripts.get(codeHash);
-  const wrapper = user === undefined || codeHash === undefined ? null : { codeHash, ref: (await user.run(context, { reference: true })) as ivm.Reference<unknown> };
-  return { context, dispatch, sink, wrapper, hardened, generation: 0 };
+  if (user !== undefined && codeHash !== undefined) prepared.factories.set(codeHash, (await user.run(context, { reference: true })) as ivm.Reference<unknown>);
+  return prepared;
 }
 
 function armTimer(job: Job, timerId: number, delayMs: number): void {
@@ -401,7 +434,7 @@ function hardenedTotal(): number {
 }
 
 /**
- * An idle hardened isolate of `memMB`, preferring one whose context has this code's wrapper
+ * An idle hardened isolate of `memMB`, preferring one whose context has this code's factory
  * evaluated, then one that has it compiled.
  */
 function takeHardened(spec: HostJob): Slot | undefined {
@@ -411,7 +444,7 @@ function takeHardened(spec: HostJob): Slot | undefined {
   let compiled = -1;
   for (let i = list.length - 1; i >= 0; i--) {
     const slot = list[i];
-    if (slot?.hardened?.wrapper?.codeHash === spec.codeHash) {
+    if (slot?.hardened?.factories.has(spec.codeHash) === true) {
       index = i;
       compiled = -1;
       break;
@@ -493,7 +526,7 @@ function pumpBuilds(): void {
   prepareContext(slot, undefined, true)
     .then((prepared) => {
       // The first reset seeds Math.random: no two isolates start from the same sequence.
-      if (prepared.dispatch.applySync(undefined, ['reset', randomBytes(16).toString('hex')], { timeout: 1_000 }) !== true) {
+      if (prepared.dispatch.applySync(undefined, ['reset', nextSeed()], { timeout: 1_000 }) !== true) {
         throw new Error('a new hardened context did not reset cleanly');
       }
       prepared.generation++;
@@ -537,48 +570,132 @@ function releaseHardened(slot: Slot): void {
 }
 
 /**
- * Ends a run in a hardened isolate, once its result is written: resets the context (one call
- * into the isolate), evaluates the wrapper of the code it ran for the next run (defines a
- * function, runs none of the code), then puts it back. Disposes it when the run was not clean,
- * the reset says something stayed, or its heap stayed large.
+ * Ends a run in a hardened isolate: marks its context dirty and puts it back at once. No call
+ * into the isolate here: the next run's own call resets the context first (`dispatch` with a
+ * seed), before any of its code runs, which saves every run a separate reset call. Disposes it
+ * when the run was not clean, or when its heap stayed large (checked every HEAP_CHECK_EVERY runs
+ * and after any run over 1 ms).
  */
-function finishHardened(slot: Slot, prepared: Prepared, reusable: boolean, codeHash: string): void {
+function finishHardened(slot: Slot, prepared: Prepared, reusable: boolean, execMs: number): void {
   prepared.sink.job = null;
-  const retire = (): void => {
-    disposeSlot(slot);
-    if ((hardenedWaiting.get(slot.memMB)?.length ?? 0) > 0 || (hardenedAlive.get(slot.memMB) ?? 0) < PREWARM_HARDENED) requestBuild(slot.memMB);
-  };
-  if (!reusable || slot.isolate.isDisposed || slot.runs >= MAX_RUNS_HARDENED) {
-    retire();
+  prepared.dirty = true;
+  if (!reusable || slot.isolate.isDisposed || slot.runs >= MAX_RUNS_HARDENED || !heapFits(slot, execMs)) {
+    retireHardened(slot);
     return;
   }
-  // Synchronous calls, on this thread: the isolate is idle, so no hop to its thread and back; and
-  // none of this runs user code (evaluating the wrapper defines a function: source.ts
-  // `wrapsWhole` checks that the code cannot close it early; the reset walks the global object's
-  // own properties). The reset comes last all the same: nothing runs in the context between it
-  // and the next run.
-  const reset = (): boolean => {
-    prepared.wrapper?.ref.release();
-    prepared.wrapper = null;
-    const script = slot.scripts.get(codeHash);
-    if (script !== undefined) prepared.wrapper = { codeHash, ref: script.runSync(prepared.context, { reference: true, timeout: 1_000 }) as ivm.Reference<unknown> };
-    const clean = prepared.dispatch.applySync(undefined, ['reset', randomBytes(16).toString('hex')], { timeout: 1_000 }) === true;
-    prepared.generation++;
-    if (!clean) return false;
+  releaseHardened(slot);
+}
+
+function heapFits(slot: Slot, execMs: number): boolean {
+  if (slot.runs % HEAP_CHECK_EVERY !== 0 && execMs <= 1) return true;
+  try {
     const heap = slot.isolate.getHeapStatisticsSync();
     return heap.used_heap_size + heap.externally_allocated_size < REUSE_HEAP_SHARE * slot.memMB * 1024 * 1024;
-  };
-  // After this turn's frames are written: the result goes out first.
-  setImmediate(() => {
-    let clean: boolean;
-    try {
-      clean = reset();
-    } catch {
-      clean = false;
-    }
-    if (clean) releaseHardened(slot);
-    else retire();
-  });
+  } catch {
+    return false;
+  }
+}
+
+/** Disposes a hardened isolate, and starts building another when runs wait or too few are left. */
+function retireHardened(slot: Slot): void {
+  disposeSlot(slot);
+  if ((hardenedWaiting.get(slot.memMB)?.length ?? 0) > 0 || (hardenedAlive.get(slot.memMB) ?? 0) < PREWARM_HARDENED) requestBuild(slot.memMB);
+}
+
+/** Seeds for `Math.random` of hardened contexts, 16 random bytes each, from a pooled buffer. */
+const seedPool = Buffer.alloc(4096);
+let seedAt = seedPool.length;
+function nextSeed(): string {
+  if (seedAt + 16 > seedPool.length) {
+    randomFillSync(seedPool);
+    seedAt = 0;
+  }
+  const seed = seedPool.toString('hex', seedAt, seedAt + 16);
+  seedAt += 16;
+  return seed;
+}
+
+/** Thrown when a hardened context cannot be reset before a run: the run goes to another isolate. */
+class NotClean extends Error {}
+
+/** Thrown when a synchronous run outgrew its slice: the run starts again, asynchronously. */
+class SliceExceeded extends Error {}
+
+/** Per code hash: fast runs in a row here, or -1 once a synchronous run of it outgrew its slice. */
+const codeStats = new Map<string, number>();
+
+function runsSync(codeHash: string): boolean {
+  return (codeStats.get(codeHash) ?? 0) >= SYNC_AFTER_RUNS;
+}
+
+function noteRun(codeHash: string, cpuMs: number): void {
+  const fast = codeStats.get(codeHash) ?? 0;
+  if (fast < 0) return;
+  codeStats.delete(codeHash);
+  codeStats.set(codeHash, cpuMs < SYNC_CPU_MS ? fast + 1 : 0);
+  if (codeStats.size > CODE_STATS_ENTRIES) codeStats.delete(codeStats.keys().next().value as string);
+}
+
+function noteSlow(codeHash: string): void {
+  codeStats.delete(codeHash);
+  codeStats.set(codeHash, -1);
+  if (codeStats.size > CODE_STATS_ENTRIES) codeStats.delete(codeStats.keys().next().value as string);
+}
+
+/** Sends the output a synchronous run kept (fd, text, fd, text …), checked: the context is the user's. */
+function sendCollected(job: Job, out: unknown): void {
+  if (!Array.isArray(out)) return;
+  for (let i = 0; i + 1 < out.length; i += 2) {
+    const fd: unknown = out[i];
+    const data: unknown = out[i + 1];
+    if ((fd === 1 || fd === 2) && typeof data === 'string') send({ t: 'out', id: job.id, fd, data });
+  }
+}
+
+/**
+ * A script job run on this thread (see SYNC_SLICE_MS): `scriptSync` runs it and its microtasks,
+ * `collect` hands back its output and answer; a run still pending on a promise is awaited the
+ * usual way. Throws SliceExceeded when the slice, not the job's own timeout, stopped it.
+ */
+async function runScriptSync(job: Job, prepared: Prepared, factory: ivm.Reference<unknown>, seed: string | undefined): Promise<unknown> {
+  const { spec } = job;
+  const remaining = remainingMs(job);
+  const slice = Math.min(SYNC_SLICE_MS, remaining);
+  let first: unknown;
+  let collected: unknown;
+  try {
+    first = prepared.dispatch.applySync(undefined, ['scriptSync', factory.derefInto(), spec.inputJson, spec.outputBytes, seed], { timeout: slice });
+    if (isNotClean(first)) return first;
+    collected = prepared.dispatch.applySync(undefined, ['collect'], { result: { copy: true }, timeout: slice });
+  } catch (error) {
+    if (slice < remaining && error instanceof Error && /Script execution timed out/.test(error.message)) throw new SliceExceeded();
+    throw error;
+  }
+  if (collected === null || typeof collected !== 'object') return undefined;
+  const c = collected as { out?: unknown; answer?: unknown; pending?: unknown };
+  sendCollected(job, c.out);
+  if (c.pending !== true) return c.answer;
+  return prepared.dispatch.apply(undefined, ['await'], { result: { promise: true, copy: true }, timeout: remainingMs(job) });
+}
+
+/**
+ * Begins a run in `prepared`: the seed with which the run's own call resets a dirty hardened
+ * context (undefined when it needs no reset), and the generation the run will have.
+ */
+function beginRun(job: Job, prepared: Prepared): string | undefined {
+  let seed: string | undefined;
+  if (prepared.hardened && prepared.dirty) {
+    seed = nextSeed();
+    prepared.generation++;
+    prepared.dirty = false;
+  }
+  job.generation = prepared.generation;
+  return seed;
+}
+
+/** The answer `dispatch` gives, before running anything, when its reset did not come out clean. */
+function isNotClean(answer: unknown): boolean {
+  return answer !== null && typeof answer === 'object' && (answer as { kind?: unknown }).kind === 'not_clean';
 }
 
 function disposeSlot(slot: Slot): void {
@@ -604,8 +721,8 @@ function disposeSlot(slot: Slot): void {
 
 function releaseContext(prepared: Prepared): void {
   prepared.sink.job = null;
-  prepared.wrapper?.ref.release();
-  prepared.wrapper = null;
+  for (const ref of prepared.factories.values()) ref.release();
+  prepared.factories.clear();
   prepared.dispatch.release();
   prepared.context.release();
 }
@@ -655,49 +772,77 @@ async function compileScript(slot: Slot, spec: HostJob): Promise<ivm.Script> {
   return script;
 }
 
+/**
+ * The factory of `spec`'s CommonJS code in `prepared`, evaluated now if this context has none
+ * yet. Synchronous: evaluating the wrapper defines a function and runs none of the code (source.ts
+ * `wrapsWhole`), so there is no need to leave this thread for it.
+ */
+async function factoryFor(job: Job, slot: Slot, prepared: Prepared): Promise<ivm.Reference<unknown>> {
+  const { codeHash } = job.spec;
+  const known = prepared.factories.get(codeHash);
+  if (known !== undefined) {
+    prepared.factories.delete(codeHash);
+    prepared.factories.set(codeHash, known);
+    return known;
+  }
+  const script = await compileScript(slot, job.spec);
+  const factory = script.runSync(prepared.context, { reference: true, timeout: remainingMs(job) }) as ivm.Reference<unknown>;
+  prepared.factories.set(codeHash, factory);
+  if (prepared.factories.size > FACTORIES_PER_CONTEXT) {
+    const oldest = prepared.factories.keys().next().value as string;
+    prepared.factories.get(oldest)?.release();
+    prepared.factories.delete(oldest);
+  }
+  return factory;
+}
+
+/**
+ * Runs the job's code in `prepared`: one call into the isolate for script and wasm jobs, which
+ * also resets a dirty hardened context before the code runs. Throws NotClean when that reset
+ * (or a module job's own) did not come out clean; nothing of the job has run then.
+ */
 async function callUser(job: Job, slot: Slot, prepared: Prepared): Promise<unknown> {
   const { spec } = job;
   const resultOptions = { result: { promise: true as const, copy: true as const } };
+  let answer: unknown;
   if (spec.format === 'wasm') {
     const bytes = new ivm.ExternalCopy(spec.wasm ?? new Uint8Array(0)).copyInto({ release: true });
+    const seed = beginRun(job, prepared);
     job.userStartedAt = performance.now();
-    return prepared.dispatch.apply(undefined, ['wasm', bytes, spec.inputJson, spec.outputBytes], { ...resultOptions, timeout: remainingMs(job) });
-  }
-  if (spec.format === 'script') {
-    let wrapper: ivm.Reference<unknown>;
-    if (prepared.wrapper?.codeHash === spec.codeHash) {
-      wrapper = prepared.wrapper.ref;
-      prepared.wrapper = null;
-    } else {
-      const script = await compileScript(slot, spec);
-      wrapper = (await script.run(prepared.context, { reference: true, timeout: remainingMs(job) })) as ivm.Reference<unknown>;
-    }
+    answer = await prepared.dispatch.apply(undefined, ['wasm', bytes, spec.inputJson, spec.outputBytes, seed], { ...resultOptions, timeout: remainingMs(job) });
+  } else if (spec.format === 'script') {
+    const factory = await factoryFor(job, slot, prepared);
+    const seed = beginRun(job, prepared);
     job.userStartedAt = performance.now();
+    job.cpuAtStart = slot.isolate.cpuTime;
+    if (prepared.hardened && job.mayRunSync && runsSync(spec.codeHash)) answer = await runScriptSync(job, prepared, factory, seed);
+    else answer = await prepared.dispatch.apply(undefined, ['script', factory.derefInto(), spec.inputJson, spec.outputBytes, seed], { ...resultOptions, timeout: remainingMs(job) });
+  } else {
+    // A module's body runs when it is evaluated, before `dispatch`: the reset comes first, alone.
+    const seed = beginRun(job, prepared);
+    if (seed !== undefined && prepared.dispatch.applySync(undefined, ['reset', seed], { timeout: 1_000 }) !== true) throw new NotClean();
+    const cached = cachedData(spec.codeHash);
+    const module = await slot.isolate.compileModule(spec.source ?? '', {
+      filename: spec.filename,
+      ...(cached === undefined ? { produceCachedData: true } : { cachedData: cached }),
+    });
+    if (cached === undefined) remember(spec.codeHash, (module as ivm.Module & ivm.CachedDataResult).cachedData);
     try {
-      return await prepared.dispatch.apply(undefined, ['script', wrapper.derefInto(), spec.inputJson, spec.outputBytes], { ...resultOptions, timeout: remainingMs(job) });
+      module.instantiateSync(prepared.context, (specifier) => {
+        throw new Error(`Cannot import "${specifier}": the isolate backend has no modules; bundle the code into one file or use a process backend (isolation "namespace")`);
+      });
+      job.userStartedAt = performance.now();
+      await module.evaluate({ timeout: remainingMs(job) });
+      return await prepared.dispatch.apply(undefined, ['module', module.namespace.derefInto(), spec.inputJson, spec.outputBytes], {
+        ...resultOptions,
+        timeout: remainingMs(job),
+      });
     } finally {
-      wrapper.release();
+      module.release();
     }
   }
-  const cached = cachedData(spec.codeHash);
-  const module = await slot.isolate.compileModule(spec.source ?? '', {
-    filename: spec.filename,
-    ...(cached === undefined ? { produceCachedData: true } : { cachedData: cached }),
-  });
-  if (cached === undefined) remember(spec.codeHash, (module as ivm.Module & ivm.CachedDataResult).cachedData);
-  try {
-    module.instantiateSync(prepared.context, (specifier) => {
-      throw new Error(`Cannot import "${specifier}": the isolate backend has no modules; bundle the code into one file or use a process backend (isolation "namespace")`);
-    });
-    job.userStartedAt = performance.now();
-    await module.evaluate({ timeout: remainingMs(job) });
-    return await prepared.dispatch.apply(undefined, ['module', module.namespace.derefInto(), spec.inputJson, spec.outputBytes], {
-      ...resultOptions,
-      timeout: remainingMs(job),
-    });
-  } finally {
-    module.release();
-  }
+  if (isNotClean(answer)) throw new NotClean();
+  return answer;
 }
 
 function timings(job: Job): { startMs: number; execMs: number } {
@@ -756,9 +901,16 @@ function finish(job: Job, result: HostResult, reusable: boolean): void {
   if (prepared?.hardened === true && slot !== null) {
     send({ t: 'done', id: job.id, result: { ...result, hardened: true } });
     slot.runs++;
-    // A timer callback still running (or queued) in the isolate would hold it: the reset runs
-    // synchronously on this thread and must never wait for user code.
-    finishHardened(slot, prepared, reusable && job.firing === 0, job.spec.codeHash);
+    if (result.ok && job.spec.format === 'script' && job.cpuAtStart > 0n) {
+      try {
+        noteRun(job.spec.codeHash, Number(slot.isolate.cpuTime - job.cpuAtStart) / 1e6);
+      } catch {
+        // a disposed isolate has no CPU time to read
+      }
+    }
+    // A timer callback still running (or queued) in the isolate could run after the next run's
+    // reset: such an isolate is not reused.
+    finishHardened(slot, prepared, reusable && job.firing === 0, result.execMs);
     return;
   }
   if (prepared !== null) {
@@ -806,46 +958,74 @@ async function runJob(id: number, spec: HostJob): Promise<void> {
     finished: false,
     generation: 0,
     firing: 0,
+    mayRunSync: true,
+    cpuAtStart: 0n,
   };
   jobs.set(id, job);
   // The host's own deadline, independent of the server's: disposing the isolate stops any
   // code (a loop, a promise that never settles) at once.
   job.deadline = setTimeout(() => abort(job, 'timeout'), spec.timeoutMs);
   try {
-    const hardened = hardenedBroken ? null : (takeHardened(spec) ?? (await waitHardened(job)));
-    if (job.finished) {
-      if (hardened !== null) releaseHardened(hardened);
-      return;
-    }
-    let slot: Slot;
-    let prepared: Prepared;
-    if (hardened?.hardened != null) {
-      slot = hardened;
-      job.slot = slot;
-      prepared = hardened.hardened;
-      job.generation = prepared.generation;
-    } else {
-      slot = takeIdle(spec) ?? takeFresh(spec.memMB);
-      job.slot = slot;
-      const spare = slot.spare;
-      slot.spare = null;
-      slot.spareReady = false;
-      prepared = spare !== null ? await spare : await prepareContext(slot);
-      if (job.finished) {
-        releaseContext(prepared);
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await attemptJob(job, attempt < MAX_RESET_RETRIES);
         return;
+      } catch (error) {
+        if (!(error instanceof NotClean || error instanceof SliceExceeded) || job.finished) throw error;
+        // Nothing of the job reached anyone: its isolate goes, and the job starts again on another
+        // (after a slice, the usual way; the stopped try's output was held in the isolate).
+        const { slot, prepared } = job;
+        if (prepared !== null) prepared.sink.job = null;
+        job.slot = null;
+        job.prepared = null;
+        job.userStartedAt = 0;
+        if (slot !== null) retireHardened(slot);
+        if (error instanceof SliceExceeded) {
+          noteSlow(spec.codeHash);
+          job.mayRunSync = false;
+          continue;
+        }
+        if (attempt >= MAX_RESET_RETRIES) throw new Error('no isolate could be reset cleanly for this run');
       }
     }
-    job.prepared = prepared;
-    prepared.sink.job = job;
-    const answer = await callUser(job, slot, prepared);
-    const result = fromAnswer(job, answer);
-    // A run whose code threw is as clean as one that returned: its context goes away either way.
-    const reusable = result.ok || result.code === 'exception' || result.code === 'output_invalid';
-    finish(job, result, reusable);
   } catch (error) {
     if (!job.finished) await finishWithError(job, error);
   }
+}
+
+/** One try at running `job`: takes an isolate (a hardened one when `hardened`), runs, finishes. */
+async function attemptJob(job: Job, hardenedOk: boolean): Promise<void> {
+  const { spec } = job;
+  const hardened = hardenedBroken || !hardenedOk ? null : (takeHardened(spec) ?? (await waitHardened(job)));
+  if (job.finished) {
+    if (hardened !== null) releaseHardened(hardened);
+    return;
+  }
+  let slot: Slot;
+  let prepared: Prepared;
+  if (hardened?.hardened != null) {
+    slot = hardened;
+    job.slot = slot;
+    prepared = hardened.hardened;
+  } else {
+    slot = takeIdle(spec) ?? takeFresh(spec.memMB);
+    job.slot = slot;
+    const spare = slot.spare;
+    slot.spare = null;
+    slot.spareReady = false;
+    prepared = spare !== null ? await spare : await prepareContext(slot);
+    if (job.finished) {
+      releaseContext(prepared);
+      return;
+    }
+  }
+  job.prepared = prepared;
+  prepared.sink.job = job;
+  const answer = await callUser(job, slot, prepared);
+  const result = fromAnswer(job, answer);
+  // A run whose code threw is as clean as one that returned: its context goes away either way.
+  const reusable = result.ok || result.code === 'exception' || result.code === 'output_invalid';
+  finish(job, result, reusable);
 }
 
 function abort(job: Job, code: 'timeout' | 'killed'): void {
