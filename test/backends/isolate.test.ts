@@ -325,6 +325,70 @@ describe('isolate backend', () => {
       for (let i = 0; i < 2; i++) assert.deepEqual((await run('js', source, { change: false })).outcome.output, { seen: { array: 'function', fetch: 'function' } });
     });
 
+    describe('short script runs go synchronous on the host thread', () => {
+      const SYNC = 'synchronous, on the host thread';
+
+      it('after a few short runs; console output, microtasks included, comes with each', async () => {
+        const source = `export default (input) => {
+            Promise.resolve().then(() => console.log('micro ' + input.n));
+            console.log('sync ' + input.n);
+            return input.n * 2;
+          };`;
+        const runs = [];
+        for (let n = 1; n <= 6; n++) runs.push(await run('js', source, { n }));
+        for (const [i, r] of runs.entries()) {
+          assert.equal(r.outcome.output, (i + 1) * 2);
+          assert.equal(r.stdout, `sync ${i + 1}\nmicro ${i + 1}\n`);
+        }
+        assert.notEqual(runs[0]?.outcome.notes?.call, SYNC, 'new code goes the usual way first');
+        assert.equal(runs[5]?.outcome.notes?.call, SYNC, `later runs: ${runs.map((r) => r.outcome.notes?.call).join(', ')}`);
+      });
+
+      it('a run that returns a pending promise is awaited the usual way', async () => {
+        const source = `export default async (input) => {
+            if (input.wait) await new Promise((resolve) => setTimeout(resolve, 30));
+            console.log('done ' + input.wait);
+            return input.wait ? 'waited' : 'quick';
+          };`;
+        for (let i = 0; i < 5; i++) assert.equal((await run('js', source, { wait: false })).outcome.output, 'quick');
+        const waited = await run('js', source, { wait: true });
+        assert.equal(waited.outcome.error, null, JSON.stringify(waited.outcome.error));
+        assert.equal(waited.outcome.output, 'waited');
+        assert.equal(waited.stdout, 'done true\n');
+        assert.equal(waited.outcome.notes?.call, SYNC);
+      });
+
+      it('a run that outgrows the slice is stopped and run again the usual way, with its output once', async () => {
+        const source = `export default (input) => {
+            console.log('start ' + input.ms);
+            const end = Date.now() + input.ms;
+            while (Date.now() < end) { /* busy */ }
+            console.log('end');
+            return input.ms;
+          };`;
+        let last;
+        for (let i = 0; i < 5; i++) last = await run('js', source, { ms: 0 });
+        assert.equal(last?.outcome.notes?.call, SYNC);
+        const slow = await run('js', source, { ms: 60 });
+        assert.equal(slow.outcome.error, null, JSON.stringify(slow.outcome.error));
+        assert.equal(slow.outcome.output, 60);
+        assert.equal(slow.stdout, 'start 60\nend\n', 'the stopped try wrote nothing');
+        assert.notEqual(slow.outcome.notes?.call, SYNC);
+        // The code is not run synchronously again here.
+        assert.notEqual((await run('js', source, { ms: 0 })).outcome.notes?.call, SYNC);
+      });
+
+      it('an infinite loop in code that ran short before still ends as timeout', async () => {
+        const source = 'export default (input) => { if (input.spin) for (;;) {} return 1; }';
+        for (let i = 0; i < 5; i++) assert.equal((await run('js', source, { spin: false })).outcome.output, 1);
+        const t0 = performance.now();
+        const spun = await run('js', source, { spin: true }, { timeoutMs: 500 }, { coreTimeout: false });
+        assert.equal(spun.outcome.error?.code, 'timeout');
+        assert.ok(performance.now() - t0 < 500 + 300, `ended in ${Math.round(performance.now() - t0)} ms`);
+        assert.equal((await run('js', source, { spin: false })).outcome.output, 1, 'the host still serves');
+      });
+    });
+
     it('refuses changes to built-ins with a clear error, and the next run sees the originals', async () => {
       const source = `export default (input) => {
           const tries = {};

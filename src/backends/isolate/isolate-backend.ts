@@ -133,6 +133,7 @@ export class IsolateBackend implements Backend {
     const startMs = Math.max(0, elapsed - result.execMs);
     const notes = {
       isolate: result.hardened === true ? (result.reused ? 'hardened context, reset after an earlier run' : 'hardened context, first run') : result.reused ? 'reused (same code, fresh context)' : 'fresh',
+      call: result.ok && result.sync === true ? 'synchronous, on the host thread' : 'through isolated-vm\'s thread pool',
     };
     if (signal.aborted) {
       const code = abortCode(signal);

@@ -40,6 +40,8 @@ export type HostResult =
       readonly reused: boolean;
       /** True when the run had a hardened context (SES lockdown, reset between runs) rather than a fresh one. */
       readonly hardened?: boolean;
+      /** True when the run was made synchronously on the host's thread (host/main.ts SYNC_SLICE_MS). */
+      readonly sync?: boolean;
     }
   | {
       readonly ok: false;

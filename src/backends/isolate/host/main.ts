@@ -157,6 +157,8 @@ interface Job {
   firing: number;
   /** False once a synchronous try of this job outgrew its slice. */
   mayRunSync: boolean;
+  /** True when the run that answered was made synchronously. */
+  ranSync: boolean;
   /** The isolate's CPU time (ns) when the run began, to learn how long the code's runs take. */
   cpuAtStart: bigint;
 }
@@ -661,6 +663,7 @@ async function runScriptSync(job: Job, prepared: Prepared, factory: ivm.Referenc
   const { spec } = job;
   const remaining = remainingMs(job);
   const slice = Math.min(SYNC_SLICE_MS, remaining);
+  job.ranSync = true;
   let first: unknown;
   let collected: unknown;
   try {
@@ -899,7 +902,7 @@ function finish(job: Job, result: HostResult, reusable: boolean): void {
   job.timers.clear();
   const { slot, prepared } = job;
   if (prepared?.hardened === true && slot !== null) {
-    send({ t: 'done', id: job.id, result: { ...result, hardened: true } });
+    send({ t: 'done', id: job.id, result: { ...result, hardened: true, ...(job.ranSync ? { sync: true } : {}) } });
     slot.runs++;
     if (result.ok && job.spec.format === 'script' && job.cpuAtStart > 0n) {
       try {
@@ -959,6 +962,7 @@ async function runJob(id: number, spec: HostJob): Promise<void> {
     generation: 0,
     firing: 0,
     mayRunSync: true,
+    ranSync: false,
     cpuAtStart: 0n,
   };
   jobs.set(id, job);
@@ -979,6 +983,7 @@ async function runJob(id: number, spec: HostJob): Promise<void> {
         job.slot = null;
         job.prepared = null;
         job.userStartedAt = 0;
+        job.ranSync = false;
         if (slot !== null) retireHardened(slot);
         if (error instanceof SliceExceeded) {
           noteSlow(spec.codeHash);
