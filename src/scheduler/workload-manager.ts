@@ -64,6 +64,9 @@ export class WorkloadManager {
    */
   submit(spec: RunSpec, isolation: Isolation, selection: { backend: Backend; reason: string }, mode: 'sync' | 'async', inputHash: string): LiveWorkload {
     if (this.closed) throw new VulcanError('backend_unavailable', 'the server is shutting down');
+    // A free slot is taken now, and the row written as running: one write instead of two.
+    const startsNow = this.running < this.opts.maxConcurrent && this.queue.length === 0;
+    if (startsNow) this.running++;
     this.opts.store.insert({
       id: spec.id,
       mode,
@@ -75,6 +78,7 @@ export class WorkloadManager {
       memMB: spec.limits.memMB,
       timeoutS: spec.limits.timeoutMs / 1000,
       createdAt: Date.now(),
+      ...(startsNow ? { running: { backend: selection.backend.name, reason: selection.reason, startedAt: Date.now() } } : {}),
     });
     const slot: Slot = {
       spec,
@@ -85,7 +89,7 @@ export class WorkloadManager {
       state: 'pending',
     };
     this.slots.set(spec.id, slot);
-    const done = this.execute(slot);
+    const done = this.execute(slot, startsNow);
     const live: LiveWorkload = { output: slot.output, done };
     this.live.set(spec.id, live);
     return live;
@@ -132,7 +136,7 @@ export class WorkloadManager {
     if (next) next();
   }
 
-  private async execute(slot: Slot): Promise<WorkloadRecord> {
+  private async execute(slot: Slot, holdsSlot: boolean): Promise<WorkloadRecord> {
     const { spec, backend } = slot;
     const { store } = this.opts;
     let outcome: RunOutcome | undefined;
@@ -141,12 +145,15 @@ export class WorkloadManager {
     let acquired = false;
     try {
       // Yield once so the caller has the live handle before anything can finish.
+      acquired = holdsSlot;
       await Promise.resolve();
-      await this.acquire(slot.abort.signal);
-      acquired = true;
+      if (!holdsSlot) {
+        await this.acquire(slot.abort.signal);
+        acquired = true;
+        store.markRunning(spec.id, backend.name, slot.reason, Date.now());
+      }
       slot.state = 'running';
       t0 = performance.now();
-      store.markRunning(spec.id, backend.name, slot.reason, Date.now());
       this.opts.observer?.started(backend.name);
       const timer = setTimeout(() => slot.abort.abort(new WorkloadAbort('timeout')), spec.limits.timeoutMs);
       try {

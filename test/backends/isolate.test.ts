@@ -369,10 +369,10 @@ describe('isolate backend', () => {
         let last;
         for (let i = 0; i < 5; i++) last = await run('js', source, { ms: 0 });
         assert.equal(last?.outcome.notes?.call, SYNC);
-        const slow = await run('js', source, { ms: 60 });
+        const slow = await run('js', source, { ms: 120 });
         assert.equal(slow.outcome.error, null, JSON.stringify(slow.outcome.error));
-        assert.equal(slow.outcome.output, 60);
-        assert.equal(slow.stdout, 'start 60\nend\n', 'the stopped try wrote nothing');
+        assert.equal(slow.outcome.output, 120);
+        assert.equal(slow.stdout, 'start 120\nend\n', 'the stopped try wrote nothing');
         assert.notEqual(slow.outcome.notes?.call, SYNC);
         // The code is not run synchronously again here.
         assert.notEqual((await run('js', source, { ms: 0 })).outcome.notes?.call, SYNC);

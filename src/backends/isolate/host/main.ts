@@ -78,14 +78,16 @@ const MAX_RESET_RETRIES = 2;
  * Script code whose last SYNC_AFTER_RUNS runs here each took under SYNC_CPU_MS of the isolate's
  * CPU runs synchronously on this thread: no hop to isolated-vm's thread pool and back, which
  * costs more than such a run itself. A synchronous run may hold this thread for SYNC_SLICE_MS at
- * most: past it, the run is stopped, its isolate thrown away, and the job starts again the
- * usual way (nothing of the stopped try reaches the caller: its output is held in the isolate
- * until it ends); the code is not run synchronously again here. So a tenant's code that turns
- * slow holds up this host's other jobs for one slice, once.
+ * most (wall clock, the only clock isolated-vm's timeout has): past it, the run is stopped, its
+ * isolate thrown away, and the job starts again the usual way (nothing of the stopped try reaches
+ * the caller: its output is held in the isolate until it ends). When the try had used at least
+ * half the slice in CPU, the code is not run synchronously again here, so a tenant's code that
+ * turns slow holds up this host's other jobs for one slice, once; a try that was only kept off
+ * the CPU (a busy machine) changes nothing.
  */
 const SYNC_AFTER_RUNS = 3;
 const SYNC_CPU_MS = 1;
-const SYNC_SLICE_MS = 10;
+const SYNC_SLICE_MS = 50;
 /** Codes whose run history is kept. */
 const CODE_STATS_ENTRIES = 1024;
 /** SES, staged beside the host (host-files.ts); without it, only fresh contexts are used. */
@@ -621,7 +623,11 @@ function nextSeed(): string {
 class NotClean extends Error {}
 
 /** Thrown when a synchronous run outgrew its slice: the run starts again, asynchronously. */
-class SliceExceeded extends Error {}
+class SliceExceeded extends Error {
+  constructor(readonly cpuMs: number) {
+    super('the synchronous run outgrew its slice');
+  }
+}
 
 /** Per code hash: fast runs in a row here, or -1 once a synchronous run of it outgrew its slice. */
 const codeStats = new Map<string, number>();
@@ -659,7 +665,7 @@ function sendCollected(job: Job, out: unknown): void {
  * `collect` hands back its output and answer; a run still pending on a promise is awaited the
  * usual way. Throws SliceExceeded when the slice, not the job's own timeout, stopped it.
  */
-async function runScriptSync(job: Job, prepared: Prepared, factory: ivm.Reference<unknown>, seed: string | undefined): Promise<unknown> {
+async function runScriptSync(job: Job, isolate: ivm.Isolate, prepared: Prepared, factory: ivm.Reference<unknown>, seed: string | undefined): Promise<unknown> {
   const { spec } = job;
   const remaining = remainingMs(job);
   const slice = Math.min(SYNC_SLICE_MS, remaining);
@@ -671,7 +677,15 @@ async function runScriptSync(job: Job, prepared: Prepared, factory: ivm.Referenc
     if (isNotClean(first)) return first;
     collected = prepared.dispatch.applySync(undefined, ['collect'], { result: { copy: true }, timeout: slice });
   } catch (error) {
-    if (slice < remaining && error instanceof Error && /Script execution timed out/.test(error.message)) throw new SliceExceeded();
+    if (slice < remaining && error instanceof Error && /Script execution timed out/.test(error.message)) {
+      let cpuMs = slice;
+      try {
+        cpuMs = Number(isolate.cpuTime - job.cpuAtStart) / 1e6;
+      } catch {
+        // a disposed isolate: count the whole slice
+      }
+      throw new SliceExceeded(cpuMs);
+    }
     throw error;
   }
   if (collected === null || typeof collected !== 'object') return undefined;
@@ -818,7 +832,7 @@ async function callUser(job: Job, slot: Slot, prepared: Prepared): Promise<unkno
     const seed = beginRun(job, prepared);
     job.userStartedAt = performance.now();
     job.cpuAtStart = slot.isolate.cpuTime;
-    if (prepared.hardened && job.mayRunSync && runsSync(spec.codeHash)) answer = await runScriptSync(job, prepared, factory, seed);
+    if (prepared.hardened && job.mayRunSync && runsSync(spec.codeHash)) answer = await runScriptSync(job, slot.isolate, prepared, factory, seed);
     else answer = await prepared.dispatch.apply(undefined, ['script', factory.derefInto(), spec.inputJson, spec.outputBytes, seed], { ...resultOptions, timeout: remainingMs(job) });
   } else {
     // A module's body runs when it is evaluated, before `dispatch`: the reset comes first, alone.
@@ -986,7 +1000,7 @@ async function runJob(id: number, spec: HostJob): Promise<void> {
         job.ranSync = false;
         if (slot !== null) retireHardened(slot);
         if (error instanceof SliceExceeded) {
-          noteSlow(spec.codeHash);
+          if (error.cpuMs >= SYNC_SLICE_MS / 2) noteSlow(spec.codeHash);
           job.mayRunSync = false;
           continue;
         }
