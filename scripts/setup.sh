@@ -26,12 +26,14 @@ fi
 #    again for what they need):
 #    core + namespace: bubblewrap, python3, gcc (native helpers), procps (tests);
 #    gvisor: runsc; container: docker.io; images: mmdebstrap, busybox-static;
-#    microvm: qemu-system-x86, linux-image-cloud-amd64, erofs-utils, cpio.
+#    microvm: qemu-system-x86, linux-image-cloud-amd64, erofs-utils, cpio;
+#    benchmark: wrk (the HTTP load generator of the throughput rows: C, so its own CPU barely
+#    counts against the server on a small machine).
 #    (prometheus and chromium come from setup.d/50-observability.sh, which keeps the
 #    prometheus service from starting.)
 PACKAGES=(bubblewrap python3 gcc libc6-dev tar gzip ca-certificates procps
   runsc docker.io mmdebstrap busybox-static
-  qemu-system-x86 linux-image-cloud-amd64 erofs-utils cpio)
+  qemu-system-x86 linux-image-cloud-amd64 erofs-utils cpio wrk)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
