@@ -29,6 +29,7 @@ interface Slot {
   readonly reason: string;
   readonly abort: AbortController;
   readonly output: OutputCollector;
+  readonly mode: 'sync' | 'async';
   state: 'pending' | 'running';
 }
 
@@ -86,6 +87,7 @@ export class WorkloadManager {
       reason: selection.reason,
       abort: new AbortController(),
       output: new OutputCollector(spec.limits.outputBytes),
+      mode,
       state: 'pending',
     };
     this.slots.set(spec.id, slot);
@@ -192,7 +194,8 @@ export class WorkloadManager {
     this.live.delete(spec.id);
     if (!stored) throw new Error(`workload ${spec.id} vanished from the store`);
     this.opts.observer?.finished(stored, rec.startMs, rec.execMs);
-    this.opts.log.info(
+    // A sync workload that completed is named by its request's log line (routes/workloads.ts).
+    this.opts.log[slot.mode === 'sync' && stored.status === 'completed' ? 'debug' : 'info'](
       {
         workload: stored.id,
         status: stored.status,

@@ -76,6 +76,13 @@ export function toApiError(err: unknown): VulcanError | null {
   return null;
 }
 
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** The workload a `POST /v1/workloads` ran: its request's log line names it. */
+    workloadId: string | null;
+  }
+}
+
 export async function buildApp(parts: AppParts): Promise<FastifyInstance> {
   const app = Fastify({
     loggerInstance: parts.log,
@@ -100,6 +107,7 @@ export async function buildApp(parts: AppParts): Promise<FastifyInstance> {
       servers: [{ url: `http://${parts.config.host}:${parts.config.port}` }],
     },
   });
+  app.decorateRequest('workloadId', null);
   app.addSchema(Workload);
   app.addSchema(ErrorBody);
 
@@ -121,8 +129,10 @@ export async function buildApp(parts: AppParts): Promise<FastifyInstance> {
   app.addHook('onResponse', (req, reply, done) => {
     const route = req.routeOptions.url ?? 'unmatched';
     const seconds = reply.elapsedTime / 1000;
-    parts.metrics.httpDuration.observe({ method: req.method, route, status_code: String(reply.statusCode) }, seconds);
-    req.log.info({ method: req.method, route, url: req.url, status: reply.statusCode, ms: Math.round(reply.elapsedTime * 100) / 100 }, 'request');
+    parts.metrics.observeHttp(req.method, route, reply.statusCode, seconds);
+    const ms = Math.round(reply.elapsedTime * 100) / 100;
+    if (req.workloadId === null) req.log.info({ method: req.method, route, url: req.url, status: reply.statusCode, ms }, 'request');
+    else req.log.info({ method: req.method, route, url: req.url, status: reply.statusCode, ms, workload: req.workloadId }, 'request');
     done();
   });
 

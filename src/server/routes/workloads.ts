@@ -61,6 +61,9 @@ export function registerWorkloadRoutes(app: FastifyInstance, parts: AppParts): v
     { schema: { summary: 'Run a workload and wait for its result', body: WorkloadRequest, response: { 200: Type.Ref('Workload'), ...errorResponses } } },
     async (req, reply) => {
       const { id, live } = await accept(req.body as WorkloadRequestBody, 'sync');
+      // This request's log line names the workload; the manager then logs its end only at debug
+      // level when it completed (one line per request, not two).
+      req.workloadId = id;
       // A caller that hangs up no longer waits for the result: stop the work it asked for.
       const onClose = () => {
         if (!reply.raw.writableFinished) manager.kill(id);
