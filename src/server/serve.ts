@@ -53,7 +53,12 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
   // Asynchronous writes: a busy server's lines leave in batches instead of one blocking write
   // each (two per request); pino flushes what is left when the process exits.
   const log = pino({ level: config.logLevel }, pino.destination({ dest: 1, sync: false }));
-  const store = new WorkloadStore(db, { onCommitError: (err) => log.error({ err }, 'the workload store could not commit; the writes of that turn were rolled back') });
+  // The writes of workloads in flight run on a worker thread (store/write-thread.ts): the event
+  // loop is what caps throughput. VULCAN_STORE_WRITE_THREAD=0 keeps them on the loop.
+  const store = new WorkloadStore(db, {
+    onCommitError: (err) => log.error({ err }, 'the workload store could not commit; the writes of that turn were rolled back'),
+    writeThread: process.env.VULCAN_STORE_WRITE_THREAD !== '0',
+  });
   const orphaned = store.failOrphans(Date.now());
   const images = opts.images ?? createImageStore(config.imagesDataDir);
   const backends = await BackendSet.create({ config, log, images }, opts.backends);
@@ -79,7 +84,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
         sandboxes.close();
         await server.close();
         await backends.close();
-        store.flush();
+        await store.close();
         db.close();
       })()),
   };

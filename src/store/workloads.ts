@@ -6,6 +6,7 @@
 import type { WorkloadError, WorkloadErrorCode } from '../core/errors.js';
 import type { Isolation, JsonValue, Runtime, TerminalStatus, WorkloadStatus } from '../core/types.js';
 import type { Db } from './db.js';
+import { bindable, WriteThread, type WriteOp } from './write-thread.js';
 
 /** A log chunk's place in the interleaved stream: which stream and how many bytes. */
 export type LogIndexEntry = readonly ['stdout' | 'stderr', number];
@@ -222,13 +223,39 @@ const TICK_TRANSACTIONS = new WeakMap<Db, TickTransaction>();
 export interface WorkloadStoreOptions {
   /** Called when a grouped commit fails (its writes are rolled back). Default: rethrown on the next turn. */
   readonly onCommitError?: (error: unknown) => void;
+  /**
+   * Runs the writes of workloads this store inserted on a worker thread with its own connection
+   * (write-thread.ts), off the event loop. Reads of those workloads are answered from memory
+   * until their writes are committed; `list` and other connections see them once committed (a
+   * few milliseconds). `close` must then be awaited before the database closes.
+   */
+  readonly writeThread?: boolean;
 }
+
+/** The store's writes, shared with its write thread (write-thread.ts). */
+export const WORKLOAD_WRITES = {
+  insert: `INSERT INTO workloads (id, status, mode, isolation, runtime, node_id, input_hash, cpu_limit, mem_limit, timeout_s, created_at,
+      isolation_used, isolation_reason, started_at)
+    VALUES (@id, @status, @mode, @isolation, @runtime, @nodeId, @inputHash, @cpus, @memMB, @timeoutS, @createdAt,
+      @isolationUsed, @isolationReason, @startedAt)`,
+  running: `UPDATE workloads SET status = 'running', isolation_used = @backend, isolation_reason = @reason, started_at = @startedAt
+    WHERE id = @id AND status = 'pending'`,
+  finish: `UPDATE workloads SET status = @status, output = @output, stdout = @stdout, stderr = @stderr,
+      stdout_truncated = @stdoutTruncated, stderr_truncated = @stderrTruncated, log_index = @logIndex,
+      exit_code = @exitCode, error_code = @errorCode, error_message = @errorMessage,
+      duration_ms = @durationMs, start_ms = @startMs, exec_ms = @execMs, finished_at = @finishedAt,
+      isolation_used = COALESCE(isolation_used, @isolationUsed), isolation_reason = COALESCE(isolation_reason, @isolationReason)
+    WHERE id = @id AND status IN ('pending', 'running')`,
+} as const;
 
 export class WorkloadStore {
   private readonly stmts;
   private readonly tx: TickTransaction;
   /** Rows of workloads this store inserted and that have not ended: the terminal record is built from them, not read back. */
   private readonly active = new Map<string, Row>();
+  /** With a write thread: ended workloads whose terminal write is not committed yet, and that write's batch. */
+  private readonly recent = new Map<string, { row: Row; seq: number }>();
+  private readonly writer: WriteThread | null = null;
 
   constructor(
     private readonly db: Db,
@@ -248,24 +275,14 @@ export class WorkloadStore {
     }
     this.tx = tx;
     tx.delayMs = () => (this.active.size >= GROUP_COMMIT_FROM ? GROUP_COMMIT_MS : 0);
+    if (opts.writeThread === true) {
+      const onError = opts.onCommitError ?? ((error: unknown) => setImmediate(() => { throw error; }));
+      this.writer = new WriteThread(db.name, WORKLOAD_WRITES, (ops) => this.runHere(ops), onError);
+    }
     this.stmts = {
-      insert: db.prepare(
-        `INSERT INTO workloads (id, status, mode, isolation, runtime, node_id, input_hash, cpu_limit, mem_limit, timeout_s, created_at,
-           isolation_used, isolation_reason, started_at)
-         VALUES (@id, @status, @mode, @isolation, @runtime, @nodeId, @inputHash, @cpus, @memMB, @timeoutS, @createdAt,
-           @isolationUsed, @isolationReason, @startedAt)`,
-      ),
-      running: db.prepare(
-        `UPDATE workloads SET status = 'running', isolation_used = ?, isolation_reason = ?, started_at = ? WHERE id = ? AND status = 'pending'`,
-      ),
-      finish: db.prepare(
-        `UPDATE workloads SET status = @status, output = @output, stdout = @stdout, stderr = @stderr,
-           stdout_truncated = @stdoutTruncated, stderr_truncated = @stderrTruncated, log_index = @logIndex,
-           exit_code = @exitCode, error_code = @errorCode, error_message = @errorMessage,
-           duration_ms = @durationMs, start_ms = @startMs, exec_ms = @execMs, finished_at = @finishedAt,
-           isolation_used = COALESCE(isolation_used, @isolationUsed), isolation_reason = COALESCE(isolation_reason, @isolationReason)
-         WHERE id = @id AND status IN ('pending', 'running')`,
-      ),
+      insert: db.prepare(WORKLOAD_WRITES.insert),
+      running: db.prepare(WORKLOAD_WRITES.running),
+      finish: db.prepare(WORKLOAD_WRITES.finish),
       get: db.prepare(`SELECT * FROM workloads WHERE id = ?`),
       logs: db.prepare(`SELECT stdout, stderr, log_index FROM workloads WHERE id = ?`),
       orphans: db.prepare(`SELECT id FROM workloads WHERE status IN ('pending', 'running')`),
@@ -280,7 +297,9 @@ export class WorkloadStore {
       isolationReason: running?.reason ?? null,
       startedAt: running?.startedAt ?? null,
     };
-    this.tx.run(() => this.stmts.insert.run({ ...fields, ...row }));
+    const params = { ...fields, ...row };
+    if (this.writer !== null) this.writer.push({ k: 'insert', p: params });
+    else this.tx.run(() => this.stmts.insert.run(params));
     this.active.set(w.id, {
       id: w.id,
       status: row.status,
@@ -313,9 +332,16 @@ export class WorkloadStore {
 
   /** Marks a pending workload running on `backend`. */
   markRunning(id: string, backend: string, reason: string, startedAt: number): void {
-    const res = this.tx.run(() => this.stmts.running.run(backend, reason, startedAt, id));
     const row = this.active.get(id);
-    if (row !== undefined && res.changes === 1) {
+    let changed: boolean;
+    if (this.writer !== null && row !== undefined) {
+      // This store's own row: memory knows whether it is still pending.
+      changed = row.status === 'pending';
+      if (changed) this.writer.push({ k: 'running', p: { backend, reason, startedAt, id } });
+    } else {
+      changed = this.tx.run(() => this.stmts.running.run({ backend, reason, startedAt, id })).changes === 1;
+    }
+    if (row !== undefined && changed) {
       row.status = 'running';
       row.isolation_used = backend;
       row.isolation_reason = reason;
@@ -325,7 +351,21 @@ export class WorkloadStore {
 
   /** Resolves once every write made so far is committed; a reply that reports a write awaits this. */
   committed(): Promise<void> {
-    return this.tx.committed();
+    return this.writer !== null ? Promise.all([this.writer.committed(), this.tx.committed()]).then(() => undefined) : this.tx.committed();
+  }
+
+  /** Commits what is pending and stops the write thread, if any; await it before the database closes. */
+  async close(): Promise<void> {
+    await this.writer?.close();
+    this.recent.clear();
+    this.tx.commit();
+  }
+
+  /** Writes on this thread's connection, in one transaction: a write thread's share when it fails. */
+  private runHere(ops: readonly WriteOp[]): void {
+    this.tx.run(() => {
+      for (const op of ops) this.stmts[op.k].run(bindable(op.p));
+    });
   }
 
   /** Commits pending writes now (before closing the database). */
@@ -340,10 +380,18 @@ export class WorkloadStore {
    */
   finishAndGet(id: string, f: FinishedWorkload, backend?: { name: string; reason: string }): WorkloadRecord | null {
     const params = finishParams(id, f, backend);
-    const res = this.tx.run(() => this.stmts.finish.run(params));
     const row = this.active.get(id);
     this.active.delete(id);
-    if (res.changes !== 1) return null;
+    if (this.writer !== null) {
+      // Its terminal write is still on its way: it has one already.
+      if (row === undefined && this.recent.has(id)) return null;
+      if (row !== undefined) this.writer.push({ k: 'finish', p: params });
+    }
+    if (this.writer === null || row === undefined) {
+      const res = this.tx.run(() => this.stmts.finish.run(params));
+      if (res.changes !== 1) return null;
+      if (row === undefined) return this.get(id);
+    }
     if (row === undefined) return this.get(id);
     const done: Row = {
       ...row,
@@ -364,7 +412,19 @@ export class WorkloadStore {
       isolation_used: row.isolation_used ?? params.isolationUsed,
       isolation_reason: row.isolation_reason ?? params.isolationReason,
     };
+    if (this.writer !== null) this.remember(id, done);
     return toRecord(done);
+  }
+
+  /** Keeps an ended workload's row until its terminal write is committed, for `get` and `logs`. */
+  private remember(id: string, row: Row): void {
+    const writer = this.writer;
+    if (writer === null) return;
+    const entry = { row, seq: writer.pendingSeq };
+    this.recent.set(id, entry);
+    void writer.committed().then(() => {
+      if (this.recent.get(id) === entry) this.recent.delete(id);
+    });
   }
 
   /**
@@ -372,18 +432,23 @@ export class WorkloadStore {
    * already had one.
    */
   finish(id: string, f: FinishedWorkload, backend?: { name: string; reason: string }): boolean {
+    if (this.writer !== null && (this.active.has(id) || this.recent.has(id))) return this.finishAndGet(id, f, backend) !== null;
     const res = this.tx.run(() => this.stmts.finish.run(finishParams(id, f, backend)));
     this.active.delete(id);
     return res.changes === 1;
   }
 
   get(id: string): WorkloadRecord | null {
+    // With a write thread, this store's rows in flight are newer in memory than on disk.
+    const mine = this.writer === null ? undefined : (this.active.get(id) ?? this.recent.get(id)?.row);
+    if (mine !== undefined) return toRecord(mine);
     const row = this.stmts.get.get(id) as Row | undefined;
     return row ? toRecord(row) : null;
   }
 
   logs(id: string): StoredLogs | null {
-    const row = this.stmts.logs.get(id) as Pick<Row, 'stdout' | 'stderr' | 'log_index'> | undefined;
+    const recent = this.writer === null ? undefined : this.recent.get(id)?.row;
+    const row = recent ?? (this.stmts.logs.get(id) as Pick<Row, 'stdout' | 'stderr' | 'log_index'> | undefined);
     if (!row) return null;
     return {
       stdout: row.stdout ?? Buffer.alloc(0),

@@ -96,3 +96,73 @@ describe('workload store', () => {
     assert.equal(seenByOthers('w4')?.status, 'pending');
   });
 });
+
+describe('workload store with its write thread', () => {
+  let dir = '';
+  let db: Db;
+  let store: WorkloadStore;
+  let reader: Database.Database;
+  const errors: unknown[] = [];
+
+  before(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vulcan-store-thread-test-'));
+    db = openDatabase(dir);
+    store = new WorkloadStore(db, { writeThread: true, onCommitError: (e) => errors.push(e) });
+    reader = new Database(path.join(dir, 'vulcan.db'), { readonly: true });
+  });
+
+  after(async () => {
+    reader.close();
+    await store.close();
+    db.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  const onDisk = (id: string) => reader.prepare('SELECT status, stdout, isolation_used FROM workloads WHERE id = ?').get(id) as { status: string; stdout: Buffer | null; isolation_used: string | null } | undefined;
+
+  it('writes land on disk once committed() resolves; reads in between come from memory', async () => {
+    store.insert(newWorkload('t1'));
+    store.markRunning('t1', 'isolate', 'because', Date.now());
+    assert.equal(store.get('t1')?.status, 'running');
+    assert.equal(onDisk('t1'), undefined, 'nothing is written on this thread');
+    await store.committed();
+    assert.equal(onDisk('t1')?.status, 'running');
+    const rec = store.finishAndGet('t1', finished, { name: 'isolate', reason: 'because' });
+    assert.equal(rec?.status, 'completed');
+    assert.deepEqual(store.get('t1'), rec, 'the ended row is answered from memory until committed');
+    assert.equal(store.logs('t1')?.stdout.toString(), 'out\n');
+    assert.equal(store.finishAndGet('t1', { ...finished, status: 'failed' }), null, 'a second terminal write changes nothing');
+    await store.committed();
+    const disk = onDisk('t1');
+    assert.equal(disk?.status, 'completed');
+    assert.equal(disk?.stdout?.toString(), 'out\n', 'blobs cross the thread as bytes');
+    assert.deepEqual(store.get('t1'), rec);
+    assert.equal(store.finishAndGet('t1', { ...finished, status: 'failed' }), null);
+    assert.deepEqual(errors, []);
+  });
+
+  it('many writes of many turns all land', async () => {
+    for (let i = 0; i < 200; i++) {
+      store.insert({ ...newWorkload(`m${i}`), running: { backend: 'isolate', reason: 'r', startedAt: Date.now() } });
+      if (i % 7 === 0) await turn();
+    }
+    for (let i = 0; i < 200; i++) store.finishAndGet(`m${i}`, finished, { name: 'isolate', reason: 'r' });
+    await store.committed();
+    const n = reader.prepare(`SELECT COUNT(*) AS n FROM workloads WHERE id LIKE 'm%' AND status = 'completed'`).get() as { n: number };
+    assert.equal(n.n, 200);
+  });
+
+  it('when the thread dies, what it had not committed and every later write run on the main connection', async () => {
+    store.insert(newWorkload('d1'));
+    // Kill the thread before its batch leaves (the batch leaves at the end of this turn).
+    const writer = (store as unknown as { writer: { worker: { terminate(): Promise<number> } } }).writer;
+    await writer.worker.terminate();
+    store.insert(newWorkload('d2'));
+    store.finishAndGet('d1', finished, { name: 'isolate', reason: 'r' });
+    await store.committed();
+    assert.equal(onDisk('d1')?.status, 'completed');
+    assert.equal(onDisk('d2')?.status, 'pending');
+    assert.equal(errors.length, 1, 'the death is reported once');
+    assert.match(String(errors[0]), /write thread exited/);
+  });
+});

@@ -1004,7 +1004,7 @@ async function runJob(id: number, spec: HostJob): Promise<void> {
           job.mayRunSync = false;
           continue;
         }
-        if (attempt >= MAX_RESET_RETRIES) throw new Error('no isolate could be reset cleanly for this run');
+        if (attempt >= MAX_RESET_RETRIES) throw new Error('no isolate could be reset cleanly for this run', { cause: error });
       }
     }
   } catch (error) {
