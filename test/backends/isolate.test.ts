@@ -378,6 +378,19 @@ describe('isolate backend', () => {
         assert.notEqual((await run('js', source, { ms: 0 })).outcome.notes?.call, SYNC);
       });
 
+      it('a context the last run left unclean is refused before the run, which moves to another isolate', async () => {
+        const source = 'export default (input) => { if (input.lock) Object.preventExtensions(globalThis); return input.n; }';
+        for (let n = 0; n < 5; n++) assert.equal((await run('js', source, { n, lock: false })).outcome.output, n);
+        const locked = await run('js', source, { n: 5, lock: true });
+        assert.equal(locked.outcome.output, 5);
+        assert.equal(locked.outcome.notes?.call, SYNC);
+        for (let n = 6; n < 9; n++) {
+          const r = await run('js', source, { n, lock: false });
+          assert.equal(r.outcome.error, null, JSON.stringify(r.outcome.error));
+          assert.equal(r.outcome.output, n);
+        }
+      });
+
       it('an infinite loop in code that ran short before still ends as timeout', async () => {
         const source = 'export default (input) => { if (input.spin) for (;;) {} return 1; }';
         for (let i = 0; i < 5; i++) assert.equal((await run('js', source, { spin: false })).outcome.output, 1);

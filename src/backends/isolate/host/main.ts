@@ -673,7 +673,7 @@ async function runScriptSync(job: Job, isolate: ivm.Isolate, prepared: Prepared,
   let first: unknown;
   let collected: unknown;
   try {
-    first = prepared.dispatch.applySync(undefined, ['scriptSync', factory.derefInto(), spec.inputJson, spec.outputBytes, seed], { timeout: slice });
+    first = prepared.dispatch.applySync(undefined, ['scriptSync', factory.derefInto(), spec.inputJson, spec.outputBytes, seed], { result: { copy: true }, timeout: slice });
     if (isNotClean(first)) return first;
     collected = prepared.dispatch.applySync(undefined, ['collect'], { result: { copy: true }, timeout: slice });
   } catch (error) {
