@@ -67,7 +67,6 @@ export class WorkloadManager {
     if (this.closed) throw new VulcanError('backend_unavailable', 'the server is shutting down');
     // A free slot is taken now, and the row written as running: one write instead of two.
     const startsNow = this.running < this.opts.maxConcurrent && this.queue.length === 0;
-    if (startsNow) this.running++;
     this.opts.store.insert({
       id: spec.id,
       mode,
@@ -81,6 +80,7 @@ export class WorkloadManager {
       createdAt: Date.now(),
       ...(startsNow ? { running: { backend: selection.backend.name, reason: selection.reason, startedAt: Date.now() } } : {}),
     });
+    if (startsNow) this.running++;
     const slot: Slot = {
       spec,
       backend: selection.backend,

@@ -281,6 +281,7 @@ export class WorkloadStore {
     }
     this.stmts = {
       insert: db.prepare(WORKLOAD_WRITES.insert),
+      insertOrIgnore: db.prepare(WORKLOAD_WRITES.insert.replace(/^INSERT INTO/, 'INSERT OR IGNORE INTO')),
       running: db.prepare(WORKLOAD_WRITES.running),
       finish: db.prepare(WORKLOAD_WRITES.finish),
       get: db.prepare(`SELECT * FROM workloads WHERE id = ?`),
@@ -361,11 +362,15 @@ export class WorkloadStore {
     this.tx.commit();
   }
 
-  /** Writes on this thread's connection, in one transaction: a write thread's share when it fails. */
+  /**
+   * Writes on this thread's connection and commits at once: a write thread's share when it
+   * fails. Idempotent, as a replay must be: an insert the thread may have committed is ignored.
+   */
   private runHere(ops: readonly WriteOp[]): void {
     this.tx.run(() => {
-      for (const op of ops) this.stmts[op.k].run(bindable(op.p));
+      for (const op of ops) (op.k === 'insert' ? this.stmts.insertOrIgnore : this.stmts[op.k]).run(bindable(op.p));
     });
+    this.tx.commit();
   }
 
   /** Commits pending writes now (before closing the database). */

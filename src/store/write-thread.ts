@@ -6,8 +6,10 @@
  * The main side (`WriteThread`) queues each write and posts a turn's writes as one batch; the
  * thread runs every batch it has received in one transaction and acknowledges the last. Callers
  * that report a write to someone wait for its acknowledgement (`committed`). If the thread fails
- * or dies, its unacknowledged batches and every later write run on the main connection
- * instead, so nothing is lost; the store keeps working without it.
+ * a transaction or dies, it is stopped, and its unacknowledged batches (in order) and every later
+ * write run on the main connection instead, committed before anyone waiting is told; replays
+ * are idempotent (the main side inserts with OR IGNORE; the updates only move rows forward),
+ * so a batch the thread committed just before it was stopped does no harm run twice.
  *
  * This file is also the thread's entry point (it runs `threadMain` when it is not the main
  * thread).
@@ -43,12 +45,14 @@ export class WriteThread {
   private readonly unacked = new Map<number, readonly WriteOp[]>();
   private waiters: { seq: number; resolve: () => void }[] = [];
   private dead = false;
+  /** Set once close() began: new writes go to the main connection. */
+  private draining = false;
   private closing: Promise<void> | null = null;
 
   constructor(
     file: string,
     sql: Readonly<Record<WriteOp['k'], string>>,
-    /** Runs writes on the main connection, in one transaction: for a dead thread's share. */
+    /** Runs writes on the main connection and commits them before returning: a dead thread's share. */
     private readonly fallback: (ops: readonly WriteOp[]) => void,
     private readonly onError: (error: unknown) => void,
   ) {
@@ -76,7 +80,7 @@ export class WriteThread {
 
   /** Queues a write; a turn's writes leave as one batch. */
   push(op: WriteOp): void {
-    if (this.dead) {
+    if (this.dead || this.draining) {
       this.fallback([op]);
       return;
     }
@@ -94,10 +98,12 @@ export class WriteThread {
   /** Commits what is queued, waits for it, and stops the thread. Idempotent. */
   close(): Promise<void> {
     this.closing ??= (async () => {
+      this.draining = true;
       this.post();
       await this.committed();
       this.dead = true;
       await this.worker.terminate();
+      this.replayUnacked();
     })();
     return this.closing;
   }
@@ -116,12 +122,17 @@ export class WriteThread {
   }
 
   private onAck(ack: Ack): void {
+    if (this.dead) return;
+    if (ack.error !== undefined) {
+      // Its transaction was rolled back. Later batches may already be on their way to it: stop
+      // it, and run all that is not acknowledged here, in order.
+      this.die(new Error(`the store's write thread could not commit: ${ack.error}`));
+      void this.worker.terminate();
+      return;
+    }
     for (const seq of [...this.unacked.keys()]) {
       if (seq > ack.seq) break;
-      const ops = this.unacked.get(seq);
       this.unacked.delete(seq);
-      // The thread's transaction failed (and was rolled back): the main connection tries once.
-      if (ack.error !== undefined && ops !== undefined) this.runHere(ops);
     }
     this.acked = Math.max(this.acked, ack.seq);
     this.wake();
@@ -132,11 +143,17 @@ export class WriteThread {
     if (this.dead) return;
     this.dead = true;
     if (this.closing === null) this.onError(error);
-    for (const ops of this.unacked.values()) this.runHere(ops);
+    this.replayUnacked();
+  }
+
+  /** Runs here, in order, every batch the thread did not acknowledge and what is queued; then tells the waiters. */
+  private replayUnacked(): void {
+    const batches = [...this.unacked.values()];
     this.unacked.clear();
     const queued = this.queue;
     this.queue = [];
-    if (queued.length > 0) this.runHere(queued);
+    if (queued.length > 0) batches.push(queued);
+    for (const ops of batches) this.runHere(ops);
     this.acked = this.seq;
     this.wake();
   }

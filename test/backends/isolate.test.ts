@@ -327,6 +327,17 @@ describe('isolate backend', () => {
 
     describe('short script runs go synchronous on the host thread', () => {
       const SYNC = 'synchronous, on the host thread';
+      /** Runs `source` until a run goes synchronous (a run's CPU time decides: up to 15 runs). */
+      const untilSync = async (source: string, input: unknown): Promise<void> => {
+        const calls = [];
+        for (let i = 0; i < 15; i++) {
+          const r = await run('js', source, input);
+          assert.equal(r.outcome.error, null, JSON.stringify(r.outcome.error));
+          calls.push(r.outcome.notes?.call);
+          if (r.outcome.notes?.call === SYNC) return;
+        }
+        assert.fail(`no run went synchronous: ${calls.join(', ')}`);
+      };
 
       it('after a few short runs; console output, microtasks included, comes with each', async () => {
         const source = `export default (input) => {
@@ -335,13 +346,14 @@ describe('isolate backend', () => {
             return input.n * 2;
           };`;
         const runs = [];
-        for (let n = 1; n <= 6; n++) runs.push(await run('js', source, { n }));
+        // A run's CPU time decides (a slow moment of a busy machine can delay it): up to 15 runs.
+        for (let n = 1; n <= 15 && (n <= 6 || runs.at(-1)?.outcome.notes?.call !== SYNC); n++) runs.push(await run('js', source, { n }));
         for (const [i, r] of runs.entries()) {
           assert.equal(r.outcome.output, (i + 1) * 2);
           assert.equal(r.stdout, `sync ${i + 1}\nmicro ${i + 1}\n`);
         }
         assert.notEqual(runs[0]?.outcome.notes?.call, SYNC, 'new code goes the usual way first');
-        assert.equal(runs[5]?.outcome.notes?.call, SYNC, `later runs: ${runs.map((r) => r.outcome.notes?.call).join(', ')}`);
+        assert.equal(runs.at(-1)?.outcome.notes?.call, SYNC, `runs: ${runs.map((r) => r.outcome.notes?.call).join(', ')}`);
       });
 
       it('a run that returns a pending promise is awaited the usual way', async () => {
@@ -350,7 +362,12 @@ describe('isolate backend', () => {
             console.log('done ' + input.wait);
             return input.wait ? 'waited' : 'quick';
           };`;
-        for (let i = 0; i < 5; i++) assert.equal((await run('js', source, { wait: false })).outcome.output, 'quick');
+        let quick;
+        for (let i = 0; i < 15 && (i < 5 || quick?.outcome.notes?.call !== SYNC); i++) {
+          quick = await run('js', source, { wait: false });
+          assert.equal(quick.outcome.output, 'quick');
+        }
+        assert.equal(quick?.outcome.notes?.call, SYNC);
         const waited = await run('js', source, { wait: true });
         assert.equal(waited.outcome.error, null, JSON.stringify(waited.outcome.error));
         assert.equal(waited.outcome.output, 'waited');
@@ -366,9 +383,7 @@ describe('isolate backend', () => {
             console.log('end');
             return input.ms;
           };`;
-        let last;
-        for (let i = 0; i < 5; i++) last = await run('js', source, { ms: 0 });
-        assert.equal(last?.outcome.notes?.call, SYNC);
+        await untilSync(source, { ms: 0 });
         const slow = await run('js', source, { ms: 120 });
         assert.equal(slow.outcome.error, null, JSON.stringify(slow.outcome.error));
         assert.equal(slow.outcome.output, 120);
@@ -378,9 +393,18 @@ describe('isolate backend', () => {
         assert.notEqual((await run('js', source, { ms: 0 })).outcome.notes?.call, SYNC);
       });
 
+      it('a synchronous run that used 3 ms or more of CPU, even within the slice, ends the code\'s synchronous runs', async () => {
+        const source = 'export default (input) => { const end = Date.now() + input.ms; while (Date.now() < end) { /* busy */ } return input.ms; }';
+        await untilSync(source, { ms: 0 });
+        const busy = await run('js', source, { ms: 20 });
+        assert.equal(busy.outcome.output, 20);
+        assert.equal(busy.outcome.notes?.call, SYNC, 'within the slice: it ran to its end');
+        for (let i = 0; i < 4; i++) assert.notEqual((await run('js', source, { ms: 0 })).outcome.notes?.call, SYNC);
+      });
+
       it('a context the last run left unclean is refused before the run, which moves to another isolate', async () => {
         const source = 'export default (input) => { if (input.lock) Object.preventExtensions(globalThis); return input.n; }';
-        for (let n = 0; n < 5; n++) assert.equal((await run('js', source, { n, lock: false })).outcome.output, n);
+        await untilSync(source, { n: 0, lock: false });
         const locked = await run('js', source, { n: 5, lock: true });
         assert.equal(locked.outcome.output, 5);
         assert.equal(locked.outcome.notes?.call, SYNC);
@@ -393,7 +417,7 @@ describe('isolate backend', () => {
 
       it('an infinite loop in code that ran short before still ends as timeout', async () => {
         const source = 'export default (input) => { if (input.spin) for (;;) {} return 1; }';
-        for (let i = 0; i < 5; i++) assert.equal((await run('js', source, { spin: false })).outcome.output, 1);
+        await untilSync(source, { spin: false });
         const t0 = performance.now();
         const spun = await run('js', source, { spin: true }, { timeoutMs: 500 }, { coreTimeout: false });
         assert.equal(spun.outcome.error?.code, 'timeout');

@@ -166,3 +166,35 @@ describe('workload store with its write thread', () => {
     assert.match(String(errors[0]), /write thread exited/);
   });
 });
+
+describe('workload store whose write thread fails a transaction', () => {
+  it('stops the thread and runs what it had not committed on the main connection, in order', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vulcan-store-fail-test-'));
+    const db = openDatabase(dir);
+    const errors: unknown[] = [];
+    const store = new WorkloadStore(db, { writeThread: true, onCommitError: (e) => errors.push(e) });
+    const reader = new Database(path.join(dir, 'vulcan.db'), { readonly: true });
+    try {
+      // A row the thread cannot insert again: its transaction (with e2's insert) fails.
+      const other = new WorkloadStore(db);
+      other.insert(newWorkload('e1'));
+      await other.committed();
+      store.insert(newWorkload('e1'));
+      store.insert(newWorkload('e2'));
+      await store.committed();
+      store.finishAndGet('e2', finished, { name: 'isolate', reason: 'r' });
+      store.insert(newWorkload('e3'));
+      await store.committed();
+      const status = (id: string) => (reader.prepare('SELECT status FROM workloads WHERE id = ?').get(id) as { status: string } | undefined)?.status;
+      assert.equal(status('e2'), 'completed', 'the failed batch was run again here, and what came after it');
+      assert.equal(status('e3'), 'pending');
+      assert.equal(errors.length, 1);
+      assert.match(String(errors[0]), /could not commit: UNIQUE constraint failed/);
+    } finally {
+      reader.close();
+      await store.close();
+      db.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

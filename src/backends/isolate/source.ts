@@ -301,19 +301,23 @@ function syntaxMessage(error: unknown): string {
   return error instanceof Error ? `${error.name}: ${error.message}` : String(error);
 }
 
-/**
- * Caches prepared code by (runtime, source). The source text itself is the key: a Map hashes a
- * string far faster than sha256 does, and the cache holds the text anyway.
- */
+/** Sources up to this length key the caches as they are (a Map hashes them faster than sha256); longer ones by their sha256. */
+const KEY_AS_IS_MAX = 4096;
+
+function cacheKey(source: string): string {
+  return source.length <= KEY_AS_IS_MAX ? source : `sha256:${sha256(source)}`;
+}
+
+/** Caches prepared code by (runtime, source). */
 export class CodePreparer {
-  private readonly cache = new Map<Runtime, Map<string, PreparedCode>>();
+  private readonly cache = new Map<string, PreparedCode>();
   private readonly analyses = new Map<string, JsAnalysis | { error: string }>();
 
   constructor(private readonly maxEntries = 256) {}
 
   /** Analyses JavaScript (cached), or says why it does not parse. */
   analyze(source: string): JsAnalysis | { error: string } {
-    const key = source;
+    const key = cacheKey(source);
     const hit = this.analyses.get(key);
     if (hit !== undefined) return this.bump(this.analyses, key, hit);
     let result: JsAnalysis | { error: string };
@@ -327,14 +331,10 @@ export class CodePreparer {
 
   /** Prepares inline code of `runtime` for the host (cached). */
   prepare(runtime: Runtime, source: string): PreparedCode {
-    let cache = this.cache.get(runtime);
-    if (cache === undefined) {
-      cache = new Map();
-      this.cache.set(runtime, cache);
-    }
-    const hit = cache.get(source);
-    if (hit !== undefined) return this.bump(cache, source, hit);
-    return this.store(cache, source, this.prepareUncached(runtime, source));
+    const key = `${runtime}\0${cacheKey(source)}`;
+    const hit = this.cache.get(key);
+    if (hit !== undefined) return this.bump(this.cache, key, hit);
+    return this.store(this.cache, key, this.prepareUncached(runtime, source));
   }
 
   private prepareUncached(runtime: Runtime, source: string): PreparedCode {

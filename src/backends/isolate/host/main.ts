@@ -80,16 +80,25 @@ const MAX_RESET_RETRIES = 2;
  * costs more than such a run itself. A synchronous run may hold this thread for SYNC_SLICE_MS at
  * most (wall clock, the only clock isolated-vm's timeout has): past it, the run is stopped, its
  * isolate thrown away, and the job starts again the usual way (nothing of the stopped try reaches
- * the caller: its output is held in the isolate until it ends). When the try had used at least
- * half the slice in CPU, the code is not run synchronously again here, so a tenant's code that
- * turns slow holds up this host's other jobs for one slice, once; a try that was only kept off
- * the CPU (a busy machine) changes nothing.
+ * the caller: its output is held in the isolate until it ends). A synchronous run that used
+ * SYNC_DEMOTE_CPU_MS or more — stopped or not — marks its code: it never runs synchronously here again
+ * (a try stopped while it had used under half the slice was only kept off the CPU by a busy
+ * machine, and changes nothing). So a tenant's code that turns slow holds up this host's other
+ * jobs once; and after SYNC_DEMOTIONS such marks within SYNC_COOLDOWN_MS (a tenant rotating
+ * code variants), no code runs synchronously on this host for SYNC_COOLDOWN_MS.
  */
 const SYNC_AFTER_RUNS = 3;
 const SYNC_CPU_MS = 1;
+/** A synchronous run's first in an isolate can pass 1 ms (V8 compiles the bootstrap's paths): a margin. */
+const SYNC_DEMOTE_CPU_MS = 3;
 const SYNC_SLICE_MS = 50;
-/** Codes whose run history is kept. */
+/** The `collect` call after a synchronous run runs none of the run's code: a short bound. */
+const COLLECT_TIMEOUT_MS = 10;
+const SYNC_DEMOTIONS = 5;
+const SYNC_COOLDOWN_MS = 10_000;
+/** Codes whose run history is kept, and codes kept marked slow. */
 const CODE_STATS_ENTRIES = 1024;
+const SLOW_CODES_ENTRIES = 8192;
 /** SES, staged beside the host (host-files.ts); without it, only fresh contexts are used. */
 const SES_SOURCE: string | null = (() => {
   try {
@@ -629,16 +638,25 @@ class SliceExceeded extends Error {
   }
 }
 
-/** Per code hash: fast runs in a row here, or -1 once a synchronous run of it outgrew its slice. */
+/** Per code hash: fast runs in a row here. */
 const codeStats = new Map<string, number>();
+/** Codes a synchronous run of which was slow: never synchronous again here. */
+const slowCodes = new Set<string>();
+/** When codes were marked slow lately (for the cool-down). */
+let demotions: number[] = [];
+let syncOffUntil = 0;
 
 function runsSync(codeHash: string): boolean {
-  return (codeStats.get(codeHash) ?? 0) >= SYNC_AFTER_RUNS;
+  return (codeStats.get(codeHash) ?? 0) >= SYNC_AFTER_RUNS && !slowCodes.has(codeHash) && performance.now() >= syncOffUntil;
 }
 
-function noteRun(codeHash: string, cpuMs: number): void {
+/** Counts a finished run: `sync` when it ran on this thread. */
+function noteRun(codeHash: string, cpuMs: number, sync: boolean): void {
+  if (cpuMs >= SYNC_DEMOTE_CPU_MS && sync) {
+    noteSlow(codeHash);
+    return;
+  }
   const fast = codeStats.get(codeHash) ?? 0;
-  if (fast < 0) return;
   codeStats.delete(codeHash);
   codeStats.set(codeHash, cpuMs < SYNC_CPU_MS ? fast + 1 : 0);
   if (codeStats.size > CODE_STATS_ENTRIES) codeStats.delete(codeStats.keys().next().value as string);
@@ -646,8 +664,11 @@ function noteRun(codeHash: string, cpuMs: number): void {
 
 function noteSlow(codeHash: string): void {
   codeStats.delete(codeHash);
-  codeStats.set(codeHash, -1);
-  if (codeStats.size > CODE_STATS_ENTRIES) codeStats.delete(codeStats.keys().next().value as string);
+  slowCodes.add(codeHash);
+  if (slowCodes.size > SLOW_CODES_ENTRIES) slowCodes.delete(slowCodes.values().next().value as string);
+  const now = performance.now();
+  demotions = [...demotions.filter((t) => now - t < SYNC_COOLDOWN_MS), now];
+  if (demotions.length >= SYNC_DEMOTIONS) syncOffUntil = now + SYNC_COOLDOWN_MS;
 }
 
 /** Sends the output a synchronous run kept (fd, text, fd, text …), checked: the context is the user's. */
@@ -675,7 +696,7 @@ async function runScriptSync(job: Job, isolate: ivm.Isolate, prepared: Prepared,
   try {
     first = prepared.dispatch.applySync(undefined, ['scriptSync', factory.derefInto(), spec.inputJson, spec.outputBytes, seed], { result: { copy: true }, timeout: slice });
     if (isNotClean(first)) return first;
-    collected = prepared.dispatch.applySync(undefined, ['collect'], { result: { copy: true }, timeout: slice });
+    collected = prepared.dispatch.applySync(undefined, ['collect'], { result: { copy: true }, timeout: COLLECT_TIMEOUT_MS });
   } catch (error) {
     if (slice < remaining && error instanceof Error && /Script execution timed out/.test(error.message)) {
       let cpuMs = slice;
@@ -920,7 +941,7 @@ function finish(job: Job, result: HostResult, reusable: boolean): void {
     slot.runs++;
     if (result.ok && job.spec.format === 'script' && job.cpuAtStart > 0n) {
       try {
-        noteRun(job.spec.codeHash, Number(slot.isolate.cpuTime - job.cpuAtStart) / 1e6);
+        noteRun(job.spec.codeHash, Number(slot.isolate.cpuTime - job.cpuAtStart) / 1e6, job.ranSync);
       } catch {
         // a disposed isolate has no CPU time to read
       }
@@ -998,6 +1019,10 @@ async function runJob(id: number, spec: HostJob): Promise<void> {
         job.prepared = null;
         job.userStartedAt = 0;
         job.ranSync = false;
+        // Timers the stopped try armed must not fire into the next one.
+        for (const handle of job.timers.values()) clearTimeout(handle);
+        job.timers.clear();
+        job.firing = 0;
         if (slot !== null) retireHardened(slot);
         if (error instanceof SliceExceeded) {
           if (error.cpuMs >= SYNC_SLICE_MS / 2) noteSlow(spec.codeHash);
