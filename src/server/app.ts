@@ -130,9 +130,8 @@ export async function buildApp(parts: AppParts): Promise<FastifyInstance> {
     const route = req.routeOptions.url ?? 'unmatched';
     const seconds = reply.elapsedTime / 1000;
     parts.metrics.observeHttp(req.method, route, reply.statusCode, seconds);
-    const ms = Math.round(reply.elapsedTime * 100) / 100;
-    if (req.workloadId === null) req.log.info({ method: req.method, route, url: req.url, status: reply.statusCode, ms }, 'request');
-    else req.log.info({ method: req.method, route, url: req.url, status: reply.statusCode, ms, workload: req.workloadId }, 'request');
+    const workload = req.workloadId === null ? {} : { workload: req.workloadId };
+    req.log.info({ method: req.method, route, url: req.url, status: reply.statusCode, ms: Math.round(reply.elapsedTime * 100) / 100, ...workload }, 'request');
     done();
   });
 

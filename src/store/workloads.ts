@@ -253,8 +253,8 @@ export class WorkloadStore {
   private readonly tx: TickTransaction;
   /** Rows of workloads this store inserted and that have not ended: the terminal record is built from them, not read back. */
   private readonly active = new Map<string, Row>();
-  /** With a write thread: ended workloads whose terminal write is not committed yet, and that write's batch. */
-  private readonly recent = new Map<string, { row: Row; seq: number }>();
+  /** With a write thread: ended workloads whose terminal write is not committed yet. */
+  private readonly recent = new Map<string, Row>();
   private readonly writer: WriteThread | null = null;
 
   constructor(
@@ -387,17 +387,14 @@ export class WorkloadStore {
     const params = finishParams(id, f, backend);
     const row = this.active.get(id);
     this.active.delete(id);
-    if (this.writer !== null) {
-      // Its terminal write is still on its way: it has one already.
-      if (row === undefined && this.recent.has(id)) return null;
-      if (row !== undefined) this.writer.push({ k: 'finish', p: params });
+    if (row === undefined) {
+      // Not this store's workload in flight. One whose terminal write is still on its way to the
+      // write thread has ended already.
+      if (this.recent.has(id)) return null;
+      return this.tx.run(() => this.stmts.finish.run(params)).changes === 1 ? this.get(id) : null;
     }
-    if (this.writer === null || row === undefined) {
-      const res = this.tx.run(() => this.stmts.finish.run(params));
-      if (res.changes !== 1) return null;
-      if (row === undefined) return this.get(id);
-    }
-    if (row === undefined) return this.get(id);
+    if (this.writer !== null) this.writer.push({ k: 'finish', p: params });
+    else if (this.tx.run(() => this.stmts.finish.run(params)).changes !== 1) return null;
     const done: Row = {
       ...row,
       status: f.status,
@@ -423,12 +420,9 @@ export class WorkloadStore {
 
   /** Keeps an ended workload's row until its terminal write is committed, for `get` and `logs`. */
   private remember(id: string, row: Row): void {
-    const writer = this.writer;
-    if (writer === null) return;
-    const entry = { row, seq: writer.pendingSeq };
-    this.recent.set(id, entry);
-    void writer.committed().then(() => {
-      if (this.recent.get(id) === entry) this.recent.delete(id);
+    this.recent.set(id, row);
+    void this.writer?.committed().then(() => {
+      if (this.recent.get(id) === row) this.recent.delete(id);
     });
   }
 
@@ -445,14 +439,14 @@ export class WorkloadStore {
 
   get(id: string): WorkloadRecord | null {
     // With a write thread, this store's rows in flight are newer in memory than on disk.
-    const mine = this.writer === null ? undefined : (this.active.get(id) ?? this.recent.get(id)?.row);
+    const mine = this.writer === null ? undefined : (this.active.get(id) ?? this.recent.get(id));
     if (mine !== undefined) return toRecord(mine);
     const row = this.stmts.get.get(id) as Row | undefined;
     return row ? toRecord(row) : null;
   }
 
   logs(id: string): StoredLogs | null {
-    const recent = this.writer === null ? undefined : this.recent.get(id)?.row;
+    const recent = this.recent.get(id);
     const row = recent ?? (this.stmts.logs.get(id) as Pick<Row, 'stdout' | 'stderr' | 'log_index'> | undefined);
     if (!row) return null;
     return {

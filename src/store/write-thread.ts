@@ -63,21 +63,6 @@ export class WriteThread {
     this.worker.on('exit', (code) => this.die(new Error(`the store's write thread exited (code ${code})`)));
   }
 
-  /** True while writes go to the thread. */
-  get alive(): boolean {
-    return !this.dead;
-  }
-
-  /** The number the next batch will have: writes queued now are committed once it is acknowledged. */
-  get pendingSeq(): number {
-    return this.queue.length > 0 ? this.seq + 1 : this.seq;
-  }
-
-  /** The last batch number the thread committed. */
-  get ackedSeq(): number {
-    return this.acked;
-  }
-
   /** Queues a write; a turn's writes leave as one batch. */
   push(op: WriteOp): void {
     if (this.dead || this.draining) {
@@ -90,7 +75,8 @@ export class WriteThread {
 
   /** Resolves once every write queued so far is committed. */
   committed(): Promise<void> {
-    const target = this.pendingSeq;
+    // Writes queued now leave in the next batch.
+    const target = this.queue.length > 0 ? this.seq + 1 : this.seq;
     if (target <= this.acked) return Promise.resolve();
     return new Promise((resolve) => this.waiters.push({ seq: target, resolve }));
   }

@@ -9,7 +9,7 @@ import { builtinModules } from 'node:module';
 import { parse, type Node as AcornNode } from 'acorn';
 import sucrase from 'sucrase';
 import type { Runtime } from '../../core/types.js';
-import { COMMONJS_HEAD, wrapCommonJs } from './protocol.js';
+import { COMMONJS_HEAD, COMMONJS_TAIL, wrapCommonJs } from './protocol.js';
 
 /** How the host runs the code. */
 export type CodeFormat = 'module' | 'script' | 'wasm';
@@ -276,7 +276,11 @@ export function wrapsWhole(source: string): boolean {
     const ret = statements.length === 1 ? statements[0] : undefined;
     const inner = ret?.type === 'ReturnStatement' && isNode(ret.argument) ? ret.argument : undefined;
     // The code's own function must span the source exactly: from the head to the tail.
-    return inner?.type === 'FunctionExpression' && inner.start === COMMONJS_HEAD.indexOf('function (exports') && inner.end === wrapped.length - '; })'.length;
+    return (
+      inner?.type === 'FunctionExpression' &&
+      inner.start === COMMONJS_HEAD.indexOf('function (exports') &&
+      inner.end === wrapped.length - COMMONJS_TAIL.length + COMMONJS_TAIL.indexOf(';')
+    );
   } catch {
     // Only code that parsed (as a module or a script) is asked; failing here means the wrapper
     // changed how it reads.

@@ -584,11 +584,7 @@ function runSync(factory, inputJson) {
     pending = { answer: settle(value) };
     return;
   }
-  const box = { answer: undefined, promise: null };
-  box.promise = new PromiseCtor((resolve) => {
-    failRun = (error) => resolve(failure(error));
-    PromiseResolve(value).then((v) => resolve(settle(v)), (error) => resolve(failure(error)));
-  });
+  const box = { answer: undefined, promise: runUser(() => value) };
   box.promise.then((answer) => { box.answer = answer; });
   pending = box;
 }
@@ -623,15 +619,7 @@ return function dispatch(op, target, inputJson, outputBytes, seed) {
   outputCap = outputBytes;
   if (op === 'scriptSync') return runSync(target, inputJson);
   if (op === 'module') return runUser(() => callable(target.default, 'the default export')(parseInput(inputJson)));
-  if (op === 'script') {
-    return runUser(() => {
-      const module = { exports: {} };
-      ReflectApply(target(), module.exports, [module.exports, module]);
-      let exported = module.exports;
-      if (typeof exported !== 'function' && exported !== null && typeof exported === 'object' && typeof exported.default === 'function') exported = exported.default;
-      return callable(exported, 'module.exports')(parseInput(inputJson));
-    });
-  }
+  if (op === 'script') return runUser(() => exportedOf(target)(parseInput(inputJson)));
   if (op === 'wasm') {
     return runUser(() => {
       const module = new Module(target);

@@ -767,32 +767,37 @@ function releaseContext(prepared: Prepared): void {
 
 // --- running jobs ------------------------------------------------------------------------
 
-function cachedData(hash: string): ivm.ExternalCopy<ArrayBuffer> | undefined {
-  const entry = codeCache.get(hash);
+/** The entry of `key` in a least-recently-used map (oldest first), marked as just used. */
+function lruGet<V>(map: Map<string, V>, key: string): V | undefined {
+  const entry = map.get(key);
   if (entry !== undefined) {
-    codeCache.delete(hash);
-    codeCache.set(hash, entry);
+    map.delete(key);
+    map.set(key, entry);
   }
   return entry;
 }
 
-function remember(hash: string, data: ivm.ExternalCopy<ArrayBuffer> | undefined): void {
-  if (data === undefined) return;
-  codeCache.set(hash, data);
-  while (codeCache.size > CODE_CACHE_ENTRIES) {
-    const oldest = codeCache.keys().next().value as string;
-    codeCache.get(oldest)?.release();
-    codeCache.delete(oldest);
+/** Adds an entry to a least-recently-used map, releasing the oldest ones past `max`. */
+function lruSet<V extends { release(): void }>(map: Map<string, V>, key: string, value: V, max: number): void {
+  map.set(key, value);
+  while (map.size > max) {
+    const oldest = map.keys().next().value as string;
+    map.get(oldest)?.release();
+    map.delete(oldest);
   }
 }
 
+function cachedData(hash: string): ivm.ExternalCopy<ArrayBuffer> | undefined {
+  return lruGet(codeCache, hash);
+}
+
+function remember(hash: string, data: ivm.ExternalCopy<ArrayBuffer> | undefined): void {
+  if (data !== undefined) lruSet(codeCache, hash, data, CODE_CACHE_ENTRIES);
+}
+
 async function compileScript(slot: Slot, spec: HostJob): Promise<ivm.Script> {
-  const known = slot.scripts.get(spec.codeHash);
-  if (known !== undefined) {
-    slot.scripts.delete(spec.codeHash);
-    slot.scripts.set(spec.codeHash, known);
-    return known;
-  }
+  const known = lruGet(slot.scripts, spec.codeHash);
+  if (known !== undefined) return known;
   // The wrapper keeps the code's line numbers: it adds nothing before the first line.
   const wrapped = wrapCommonJs(spec.source ?? '');
   const cached = cachedData(spec.codeHash);
@@ -801,12 +806,7 @@ async function compileScript(slot: Slot, spec: HostJob): Promise<ivm.Script> {
     ...(cached === undefined ? { produceCachedData: true } : { cachedData: cached }),
   });
   if (cached === undefined) remember(spec.codeHash, (script as ivm.Script & ivm.CachedDataResult).cachedData);
-  slot.scripts.set(spec.codeHash, script);
-  if (slot.scripts.size > SCRIPTS_PER_ISOLATE) {
-    const oldest = slot.scripts.keys().next().value as string;
-    slot.scripts.get(oldest)?.release();
-    slot.scripts.delete(oldest);
-  }
+  lruSet(slot.scripts, spec.codeHash, script, SCRIPTS_PER_ISOLATE);
   return script;
 }
 
@@ -817,20 +817,11 @@ async function compileScript(slot: Slot, spec: HostJob): Promise<ivm.Script> {
  */
 async function factoryFor(job: Job, slot: Slot, prepared: Prepared): Promise<ivm.Reference<unknown>> {
   const { codeHash } = job.spec;
-  const known = prepared.factories.get(codeHash);
-  if (known !== undefined) {
-    prepared.factories.delete(codeHash);
-    prepared.factories.set(codeHash, known);
-    return known;
-  }
+  const known = lruGet(prepared.factories, codeHash);
+  if (known !== undefined) return known;
   const script = await compileScript(slot, job.spec);
   const factory = script.runSync(prepared.context, { reference: true, timeout: remainingMs(job) }) as ivm.Reference<unknown>;
-  prepared.factories.set(codeHash, factory);
-  if (prepared.factories.size > FACTORIES_PER_CONTEXT) {
-    const oldest = prepared.factories.keys().next().value as string;
-    prepared.factories.get(oldest)?.release();
-    prepared.factories.delete(oldest);
-  }
+  lruSet(prepared.factories, codeHash, factory, FACTORIES_PER_CONTEXT);
   return factory;
 }
 
