@@ -80,17 +80,27 @@ const MAX_RESET_RETRIES = 2;
  * costs more than such a run itself. A synchronous run may hold this thread for SYNC_SLICE_MS at
  * most (wall clock, the only clock isolated-vm's timeout has): past it, the run is stopped, its
  * isolate thrown away, and the job starts again the usual way (nothing of the stopped try reaches
- * the caller: its output is held in the isolate until it ends). A synchronous run that used
- * SYNC_DEMOTE_CPU_MS or more — stopped or not — marks its code: it never runs synchronously here again
- * (a try stopped while it had used under half the slice was only kept off the CPU by a busy
- * machine, and changes nothing). So a tenant's code that turns slow holds up this host's other
- * jobs once; and after SYNC_DEMOTIONS such marks within SYNC_COOLDOWN_MS (a tenant rotating
- * code variants), no code runs synchronously on this host for SYNC_COOLDOWN_MS.
+ * the caller: its output is held in the isolate until it ends). A try stopped by the slice after
+ * using at least half of it in CPU marks its code slow: it never runs synchronously here again (a
+ * try stopped while it had used less was only kept off the CPU by a busy machine, and changes
+ * nothing). A synchronous run that ends having used SYNC_DEMOTE_CPU_MS or more is a strike: the
+ * code's next runs go the usual way until SYNC_AFTER_RUNS of them are fast again. And when the
+ * strikes among its last SYNC_STRIKE_WINDOW synchronous runs used SYNC_STRIKE_BUDGET_MS of CPU
+ * together, the code is marked slow too. A strike or two does not mark it: under load a hello
+ * world's run takes 3–30 ms of CPU now and then (every 10 to 100 runs here, often a few close
+ * together), and while one strike marked the code for good, the
+ * benchmark's hello world went the slow way within seconds. So code that turns slow holds up this
+ * host's other jobs once (its next runs go the usual way and stay there while slow), code that
+ * is slow now and then holds them up for about SYNC_STRIKE_BUDGET_MS before it is marked, and
+ * after SYNC_DEMOTIONS marks within SYNC_COOLDOWN_MS (a tenant rotating code variants), no code
+ * runs synchronously on this host for SYNC_COOLDOWN_MS.
  */
 const SYNC_AFTER_RUNS = 3;
 const SYNC_CPU_MS = 1;
 /** A synchronous run's first in an isolate can pass 1 ms (V8 compiles the bootstrap's paths): a margin. */
 const SYNC_DEMOTE_CPU_MS = 3;
+const SYNC_STRIKE_WINDOW = 16;
+const SYNC_STRIKE_BUDGET_MS = 100;
 const SYNC_SLICE_MS = 50;
 /** The `collect` call after a synchronous run runs none of the run's code: a short bound. */
 const COLLECT_TIMEOUT_MS = 10;
@@ -638,8 +648,11 @@ class SliceExceeded extends Error {
   }
 }
 
-/** Per code hash: fast runs in a row here. */
-const codeStats = new Map<string, number>();
+/**
+ * Per code hash: fast runs in a row here, and the CPU milliseconds of the strikes among its last
+ * SYNC_STRIKE_WINDOW synchronous runs (0 for a run that was no strike), oldest first.
+ */
+const codeStats = new Map<string, { fast: number; strikes: number[] }>();
 /** Codes a synchronous run of which was slow: never synchronous again here. */
 const slowCodes = new Set<string>();
 /** When codes were marked slow lately (for the cool-down). */
@@ -647,18 +660,23 @@ let demotions: number[] = [];
 let syncOffUntil = 0;
 
 function runsSync(codeHash: string): boolean {
-  return (codeStats.get(codeHash) ?? 0) >= SYNC_AFTER_RUNS && !slowCodes.has(codeHash) && performance.now() >= syncOffUntil;
+  return (codeStats.get(codeHash)?.fast ?? 0) >= SYNC_AFTER_RUNS && !slowCodes.has(codeHash) && performance.now() >= syncOffUntil;
 }
 
 /** Counts a finished run: `sync` when it ran on this thread. */
 function noteRun(codeHash: string, cpuMs: number, sync: boolean): void {
-  if (cpuMs >= SYNC_DEMOTE_CPU_MS && sync) {
-    noteSlow(codeHash);
-    return;
-  }
-  const fast = codeStats.get(codeHash) ?? 0;
+  const stats = codeStats.get(codeHash) ?? { fast: 0, strikes: [] };
   codeStats.delete(codeHash);
-  codeStats.set(codeHash, cpuMs < SYNC_CPU_MS ? fast + 1 : 0);
+  if (sync) {
+    stats.strikes.push(cpuMs >= SYNC_DEMOTE_CPU_MS ? cpuMs : 0);
+    if (stats.strikes.length > SYNC_STRIKE_WINDOW) stats.strikes.shift();
+    if (stats.strikes.reduce((sum, ms) => sum + ms, 0) >= SYNC_STRIKE_BUDGET_MS) {
+      noteSlow(codeHash);
+      return;
+    }
+  }
+  stats.fast = cpuMs < SYNC_CPU_MS ? stats.fast + 1 : 0;
+  codeStats.set(codeHash, stats);
   if (codeStats.size > CODE_STATS_ENTRIES) codeStats.delete(codeStats.keys().next().value as string);
 }
 
