@@ -3,8 +3,8 @@
  * express (exactly one of code and code_archive, the archive's contents, byte sizes, the
  * input's JSON size, limit ranges with messages that name the field).
  */
-import { createHash } from 'node:crypto';
 import type { CodeSource, RunSpec } from '../core/backend.js';
+import { sha256 } from '../core/hash.js';
 import { VulcanError } from '../core/errors.js';
 import { resolveLimits, type Limits } from '../core/limits.js';
 import type { Isolation } from '../core/types.js';
@@ -61,5 +61,5 @@ export async function validateWorkload(id: string, body: WorkloadRequestBody, de
     ...(body.image === undefined ? {} : { image: body.image }),
     ...(body.cmd === undefined ? {} : { cmd: body.cmd }),
   };
-  return { spec, isolation: body.isolation ?? 'auto', inputHash: createHash('sha256').update(inputJson).digest('hex') };
+  return { spec, isolation: body.isolation ?? 'auto', inputHash: sha256(inputJson) };
 }

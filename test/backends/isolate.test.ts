@@ -16,6 +16,7 @@ import type { Runtime } from '../../src/core/types.js';
 import { hostTag, IsolateBackend } from '../../src/backends/isolate/isolate-backend.js';
 import { createBackend } from '../../src/backends/isolate/index.js';
 import { analyzeJs, CodePreparer } from '../../src/backends/isolate/source.js';
+import { createFrameDecoder, encodeFrame, MAX_FRAME_BYTES, type FromHost, type ToHost } from '../../src/backends/isolate/protocol.js';
 
 /** `(func (export "main") (param i32 i32) (result i32) local.get 0 local.get 1 i32.add)` */
 const WASM_ADD = Buffer.from([
@@ -726,6 +727,36 @@ describe('isolate backend', () => {
       assert.equal(afterPids.length, before.length);
       assert.ok(afterPids.every((p) => !before.includes(p)), 'new host processes run');
     });
+  });
+});
+
+describe('isolate host frames', () => {
+  const job = { format: 'wasm', codeHash: 'h', inputJson: '{"args":[2,3]}', memMB: 128, timeoutMs: 1000, outputBytes: 1024, filename: 'workload.wasm' } as const;
+
+  it('carry a wasm job\'s bytes, any string (a lone surrogate too) and numbers exactly, split anywhere', () => {
+    const wasm = Buffer.from(WASM_ADD, 'base64');
+    const sent: (ToHost | FromHost)[] = [
+      { t: 'run', id: 1, job: { ...job, wasm: new Uint8Array(wasm) } },
+      { t: 'out', id: 1, fd: 2, data: 'é \ud800 "quoted"\n\u0000' },
+      { t: 'done', id: 1, result: { ok: true, outputJson: '5', startMs: 0.125, execMs: 1e-7, reused: false, sync: true } },
+    ];
+    const bytes = Buffer.concat(sent.map((m) => encodeFrame(m)));
+    const got: unknown[] = [];
+    const decode = createFrameDecoder((m) => got.push(m));
+    for (let i = 0; i < bytes.length; i += 3) decode(bytes.subarray(i, i + 3));
+    assert.equal(got.length, 3);
+    const run = got[0] as { job: { wasm: Uint8Array } };
+    assert.deepEqual(Buffer.from(run.job.wasm), wasm);
+    assert.deepEqual({ ...run, job: { ...run.job, wasm: undefined } }, { t: 'run', id: 1, job: { ...job, wasm: undefined } });
+    assert.deepEqual(got.slice(1), sent.slice(1));
+  });
+
+  it('refuse a frame over the cap and a body that is not JSON', () => {
+    const head = Buffer.alloc(4);
+    head.writeUInt32BE(MAX_FRAME_BYTES + 1, 0);
+    assert.throws(() => createFrameDecoder(() => undefined)(head), /over the/);
+    const bad = Buffer.from('\0\0\0\x02{x', 'latin1');
+    assert.throws(() => createFrameDecoder(() => undefined)(bad), SyntaxError);
   });
 });
 

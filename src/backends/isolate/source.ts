@@ -4,7 +4,7 @@
  * module format and what the code would need from Node. Runs in the API server, on text only:
  * nothing here evaluates the code. Results are cached by the hash of the source.
  */
-import { createHash } from 'node:crypto';
+import { sha256 } from '../../core/hash.js';
 import { builtinModules } from 'node:module';
 import { parse, type Node as AcornNode } from 'acorn';
 import sucrase from 'sucrase';
@@ -293,10 +293,6 @@ export function transpileTs(source: string): string {
   return sucrase.transform(source, { transforms: ['typescript'], disableESTransforms: true }).code;
 }
 
-/** sha256 hex of a string or bytes. */
-export function sha256(data: string | Uint8Array): string {
-  return createHash('sha256').update(data).digest('hex');
-}
 
 const BASE64 = /^[A-Za-z0-9+/\s]*={0,2}\s*$/;
 const WASM_MAGIC = [0x00, 0x61, 0x73, 0x6d];
