@@ -88,12 +88,12 @@ const MAX_RESET_RETRIES = 2;
  * strikes among its last SYNC_STRIKE_WINDOW synchronous runs used SYNC_STRIKE_BUDGET_MS of CPU
  * together, the code is marked slow too. A strike or two does not mark it: under load a hello
  * world's run takes 3–30 ms of CPU now and then (every 10 to 100 runs here, often a few close
- * together), and while one strike marked the code for good, the
- * benchmark's hello world went the slow way within seconds. So code that turns slow holds up this
- * host's other jobs once (its next runs go the usual way and stay there while slow), code that
- * is slow now and then holds them up for about SYNC_STRIKE_BUDGET_MS before it is marked, and
- * after SYNC_DEMOTIONS marks within SYNC_COOLDOWN_MS (a tenant rotating code variants), no code
- * runs synchronously on this host for SYNC_COOLDOWN_MS.
+ * together), and while one strike marked the code for good, the benchmark's hello world went the
+ * slow way within seconds. So code that turns slow holds up this host's other jobs once (its next
+ * runs go the usual way and stay there while slow), code that is slow now and then holds them up
+ * for about SYNC_STRIKE_BUDGET_MS before it is marked, and after SYNC_DEMOTIONS marks within
+ * SYNC_COOLDOWN_MS (a tenant rotating code variants), no code runs synchronously on this host for
+ * SYNC_COOLDOWN_MS.
  */
 const SYNC_AFTER_RUNS = 3;
 const SYNC_CPU_MS = 1;
