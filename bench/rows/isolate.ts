@@ -23,12 +23,13 @@ import type { BenchContext, BenchRow } from '../types.js';
 const HELLO = 'export default (input) => ({ hello: input.name })';
 const CLIENTS = 50;
 /**
- * Seconds of load before an API round is measured: the first round's is longer. Rounds measured
- * after 1 s of load rose round after round (2 209, 2 534, 2 602 req/s at 06:45 UTC on 11-24, the
- * bare server steady): V8 is still optimising the server's concurrent request path, which the
- * serial rows before barely ran. The row is about a server that has been up a while.
+ * Seconds of load before an API round is measured, the first round and the others. Rounds
+ * measured after 1 s of load rose round after round (2 209, 2 534, 2 602 req/s at 06:45 UTC on
+ * 11-24, the bare server steady): V8 is still optimising the server's concurrent request path,
+ * which the serial rows before barely ran. The row is about a server that has been up a while.
  */
-const API_WARMUP_S = [8, 3];
+const API_FIRST_WARMUP_S = 8;
+const API_WARMUP_S = 3;
 /** Throughput rounds (API, then bare server) in a full run: the median of each side is reported. */
 const THROUGHPUT_ROUNDS = 3;
 /** How long the server is driven before the start rows (see benchIsolate). */
@@ -170,7 +171,7 @@ export async function benchIsolate(ctx: BenchContext): Promise<BenchRow[]> {
   const loadgen = useWrk ? 'wrk -t1' : 'an undici loop (install wrk for a lighter load generator)';
   const apiRate = (round: number) =>
     useWrk
-      ? wrkRate(`${ctx.url}/v1/workloads`, seconds, body, ctx.quick ? 1 : (API_WARMUP_S[Math.min(round, 1)] ?? 1))
+      ? wrkRate(`${ctx.url}/v1/workloads`, seconds, body, ctx.quick ? 1 : round === 0 ? API_FIRST_WARMUP_S : API_WARMUP_S)
       : throughput(ctx.url, seconds, async (pool) => {
           const res = await pool.request({ path: '/v1/workloads', method: 'POST', headers: { 'content-type': 'application/json' }, body });
           const text = await res.body.text();

@@ -16,12 +16,18 @@ export function openDatabase(dataDir: string): Db {
   // Workloads' output is in here: readable by root only (the data dir itself is 0711).
   fs.closeSync(fs.openSync(file, 'a', 0o600));
   fs.chmodSync(file, 0o600);
+  const db = openConnection(file);
+  migrate(db);
+  return db;
+}
+
+/** A connection to the database file, set up as every writer's must be (the store's write thread opens its own). */
+export function openConnection(file: string): Db {
   const db = new Database(file);
   db.pragma('journal_mode = WAL');
   db.pragma('synchronous = NORMAL');
   db.pragma('busy_timeout = 5000');
   db.pragma('foreign_keys = ON');
-  migrate(db);
   return db;
 }
 

@@ -15,7 +15,7 @@
  * thread).
  */
 import { isMainThread, parentPort, receiveMessageOnPort, Worker, workerData, type MessagePort } from 'node:worker_threads';
-import Database from 'better-sqlite3';
+import { openConnection } from './db.js';
 
 /** One write: the statement (see workloads.ts WORKLOAD_WRITES) and its named parameters. */
 export interface WriteOp {
@@ -171,10 +171,7 @@ export function bindable(p: Record<string, unknown>): Record<string, unknown> {
 
 /** The thread: its own connection; every batch waiting is run in one transaction. */
 function threadMain(port: MessagePort, data: { file: string; sql: Record<WriteOp['k'], string> }): void {
-  const db = new Database(data.file);
-  db.pragma('journal_mode = WAL');
-  db.pragma('synchronous = NORMAL');
-  db.pragma('busy_timeout = 5000');
+  const db = openConnection(data.file);
   const stmts = { insert: db.prepare(data.sql.insert), running: db.prepare(data.sql.running), finish: db.prepare(data.sql.finish) };
   const runAll = db.transaction((batches: Batch[]) => {
     for (const batch of batches) for (const op of batch.ops) stmts[op.k].run(bindable(op.p));

@@ -293,7 +293,6 @@ export function transpileTs(source: string): string {
   return sucrase.transform(source, { transforms: ['typescript'], disableESTransforms: true }).code;
 }
 
-
 const BASE64 = /^[A-Za-z0-9+/\s]*={0,2}\s*$/;
 const WASM_MAGIC = [0x00, 0x61, 0x73, 0x6d];
 
