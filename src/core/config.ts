@@ -2,10 +2,10 @@
  * Server configuration: defaults ← environment ← flags, validated once into a readonly
  * `Config` that is passed down. Nothing else reads `process.env` for settings.
  */
-import { createHash } from 'node:crypto';
 import os from 'node:os';
 import path from 'node:path';
 import { DEFAULT_LIMITS, type Limits } from './limits.js';
+import { sha256 } from './hash.js';
 
 export interface Config {
   /** Address to listen on. Env `VULCAN_HOST`, flag `--host`. Default 127.0.0.1. */
@@ -53,7 +53,7 @@ export interface ConfigOverrides {
  * another node on the same host (a second server, a test, the benchmark) is running.
  */
 export function dataDirTag(dataDir: string): string {
-  return createHash('sha256').update(path.resolve(dataDir)).digest('hex').slice(0, 8);
+  return sha256(path.resolve(dataDir)).slice(0, 8);
 }
 
 /** The project's root: two levels above this file, in `src/core` or `dist/src/core`. */

@@ -10,13 +10,13 @@
  * uid/gid 65534 (nobody), joined to its cgroup before bwrap starts (native/vulcan-cgexec.c).
  */
 import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Cgroup } from './cgroups.js';
 import { spawnProcess, type SandboxProcess } from './process.js';
 import { spawndPathNextTo } from './spawner.js';
+import { sha256 } from '../core/hash.js';
 
 /** The host uid/gid a sandbox runs as. */
 export const SANDBOX_HOST_ID = 65534;
@@ -78,7 +78,7 @@ const published = new Map<string, string>();
  * bwrap less than copying the bytes in through a file descriptor on every start.
  */
 export function publishStatic(name: string, files: Readonly<Record<string, string>>): string {
-  const hash = createHash('sha256').update(JSON.stringify(Object.entries(files).sort())).digest('hex').slice(0, 16);
+  const hash = sha256(JSON.stringify(Object.entries(files).sort())).slice(0, 16);
   const key = `${name}-${hash}`;
   const cached = published.get(key);
   if (cached && fs.existsSync(cached)) return cached;

@@ -4,7 +4,6 @@
  * bubblewrap and a memory-capped cgroup. See docs/backends/isolate.md.
  */
 import { listCgroups, reapStaleCgroups } from '../../host/cgroups.js';
-import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import type { Acceptance, Availability, Backend, BackendCapabilities, RunIO, RunOutcome, RunSpec } from '../../core/backend.js';
@@ -19,6 +18,7 @@ import { stageHostFiles } from './host-files.js';
 import { HostPool, type HostPoolOptions } from './host-pool.js';
 import type { HostJob } from './protocol.js';
 import { CodePreparer, isNodeBuiltin } from './source.js';
+import { sha256 } from '../../core/hash.js';
 
 const RUNTIMES: readonly Runtime[] = ['js', 'ts', 'wasm', 'node'];
 const FILENAMES: Partial<Record<Runtime, string>> = { js: 'workload.js', ts: 'workload.ts', node: 'workload.js', wasm: 'workload.wasm' };
@@ -41,7 +41,7 @@ function abortCode(signal: AbortSignal): 'timeout' | 'killed' {
  * starts (`--vulcan-isolate-host=<tag>`), so operators and tests can find them.
  */
 export function hostTag(dataDir: string): string {
-  return `${process.pid}-${createHash('sha256').update(dataDir).digest('hex').slice(0, 12)}`;
+  return `${process.pid}-${sha256(dataDir).slice(0, 12)}`;
 }
 
 /** Runs workloads in V8 isolates inside supervised, sandboxed host processes. */

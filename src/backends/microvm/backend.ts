@@ -35,6 +35,7 @@ import { MicrovmSandboxDriver } from './sandbox-driver.js';
 import { AgentFault, AgentSession, AgentTimeout, SessionAborted } from './session.js';
 import type { Accel, VmHandle, Vmm } from './vmm.js';
 import { buildRunRequest, loadRunners, toOutcome, type Runners } from './workload.js';
+import { sha256 } from '../../core/hash.js';
 
 /** Options of the microvm backend; every field has a default (`DEFAULT_MICROVM_OPTIONS`). */
 export interface MicrovmOptions {
@@ -129,7 +130,7 @@ export class MicrovmBackend implements Backend {
     this.#opts = { ...DEFAULT_MICROVM_OPTIONS, ...options };
     this.#root = path.join(ctx.config.dataDir, 'microvm');
     // Names this server's shared-memory files apart from another data dir's.
-    this.#tag = crypto.createHash('sha256').update(this.#root).digest('hex').slice(0, 10);
+    this.#tag = sha256(this.#root).slice(0, 10);
     this.#rootfs = new RootfsCache(path.join(this.#root, 'rootfs'));
     this.sandboxDriver = new MicrovmSandboxDriver(ctx, {
       prepare: async () => {
@@ -312,7 +313,7 @@ export class MicrovmBackend implements Backend {
     }
     const vcpus = Math.max(1, Math.min(Math.ceil(spec.limits.cpus), os.availableParallelism()));
     const memMB = spec.limits.memMB + this.#opts.memOverheadMB;
-    const key = crypto.createHash('sha256').update(`${diskId}|${ready.artifacts.buildId}|${memMB}|${vcpus}|${ready.vmm.accel}`).digest('hex').slice(0, 16);
+    const key = sha256(`${diskId}|${ready.artifacts.buildId}|${memMB}|${vcpus}|${ready.vmm.accel}`).slice(0, 16);
     return { key, diskPath, memMB, vcpus };
   }
 

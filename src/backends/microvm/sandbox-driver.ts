@@ -44,6 +44,7 @@ import type { GuestArtifacts } from './artifacts.js';
 import { ChannelMux } from './mux.js';
 import { baseKernelArgs, loadVmState, MIGRATION_SOCKET, Qmp, QEMU_BINARY, qemuArgs, saveVmState } from './qemu.js';
 import type { Accel } from './vmm.js';
+import { sha256 } from '../../core/hash.js';
 
 const run = promisify(execFile);
 
@@ -657,7 +658,7 @@ export class MicrovmSandboxDriver implements SandboxDriver {
     this.#ctx = ctx;
     this.#deps = deps;
     this.#root = path.join(ctx.config.dataDir, 'microvm', 'sbx');
-    this.#tagPrefix = `vulcan-sbx-${crypto.createHash('sha256').update(ctx.config.dataDir).digest('hex').slice(0, 8)}-`;
+    this.#tagPrefix = `vulcan-sbx-${sha256(ctx.config.dataDir).slice(0, 8)}-`;
   }
 
   /** The agent bundle as a read-only erofs disk, made once per bundle digest. */

@@ -17,7 +17,6 @@
  *   sandbox, and hands to the agent as fd 3.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import net from 'node:net';
@@ -30,6 +29,7 @@ import { BWRAP_PATH, ETC_GROUP, ETC_HOSTS, ETC_PASSWD, hostRootArgs, SANDBOX_HOS
 import { createCgroup, listCgroups, reapStaleCgroups, type Cgroup } from '../../host/cgroups.js';
 import { AGENT_HEAP_MB } from '../../sandboxes/agent-bundle.js';
 import { readReply, sendRequest } from '../../sandboxes/protocol.js';
+import { sha256 } from '../../core/hash.js';
 
 /** cgroup names of namespace sandboxes start with this (workloads use `ns-`). */
 export const SANDBOX_CGROUP_PREFIX = 'sbx-';
@@ -40,7 +40,7 @@ export const SANDBOX_CGROUP_PREFIX = 'sbx-';
  * groups of its own data dir (two servers on one host must not reap each other).
  */
 export function sandboxCgroupPrefix(dataDir: string): string {
-  return `${SANDBOX_CGROUP_PREFIX}${createHash('sha256').update(dataDir).digest('hex').slice(0, 8)}-`;
+  return `${SANDBOX_CGROUP_PREFIX}${sha256(dataDir).slice(0, 8)}-`;
 }
 /** How long a new sandbox's agent has to answer. */
 const AGENT_START_TIMEOUT_MS = 15_000;
