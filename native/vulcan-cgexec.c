@@ -2,7 +2,8 @@
  * vulcan-cgexec: start a sandbox inside its cgroups, never as root, and make sure that
  * nothing of it outlives the server.
  *
- *   vulcan-cgexec [-u UID] [-g GID] [-j CGROUP_PROCS_FILE]... -- PROGRAM [ARG]...
+ *   vulcan-cgexec [-u UID] [-g GID] [-j CGROUP_PROCS_FILE]... [-n NICE] [-s batch]
+ *                 -- PROGRAM [ARG]...
  *
  * Node cannot place a child into a cgroup before the child runs (no clone3 with
  * CLONE_INTO_CGROUP, no pre-exec hook), and moving the sandbox after it started races
@@ -21,6 +22,10 @@
  * signal only after the sandbox is set up, so a server that dies in that window leaves
  * the whole sandbox running with nobody to stop it.
  *
+ * -n and -s set the sandbox's CPU priority before it starts (every thread it makes inherits
+ * them): a nice value (0 to 19, lower priority only) and the SCHED_BATCH policy, under which a
+ * woken sandbox never preempts the thread that woke it (the server's event loop).
+ *
  * File descriptors are left as they are for the child (the caller passes the sandbox's
  * pipes on them); the shim closes its copies so that the pipes end with the sandbox.
  */
@@ -35,6 +40,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sched.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -117,7 +123,8 @@ static void mirror(int status) {
 }
 
 int main(int argc, char **argv) {
-  long uid = -1, gid = -1;
+  long uid = -1, gid = -1, nice = 0;
+  int batch = 0;
   const char *cgroups[MAX_CGROUPS];
   int ncgroups = 0;
   int i = 1;
@@ -129,6 +136,13 @@ int main(int argc, char **argv) {
     else if (strcmp(argv[i], "-j") == 0) {
       if (ncgroups == MAX_CGROUPS) { errno = E2BIG; die("too many cgroups", argv[i + 1]); }
       cgroups[ncgroups++] = argv[++i];
+    } else if (strcmp(argv[i], "-n") == 0) {
+      char *end;
+      nice = strtol(argv[++i], &end, 10);
+      if (*end != '\0' || nice < 0 || nice > 19) { errno = EINVAL; die("nice must be 0 to 19:", argv[i]); }
+    } else if (strcmp(argv[i], "-s") == 0) {
+      if (strcmp(argv[++i], "batch") != 0) { errno = EINVAL; die("unknown scheduling policy", argv[i]); }
+      batch = 1;
     } else { errno = EINVAL; die("unknown option", argv[i]); }
   }
   if (i >= argc) { errno = EINVAL; die("no program after --", NULL); }
@@ -157,6 +171,11 @@ int main(int argc, char **argv) {
       if (write(fd, pidbuf, (size_t)n) != n) die("join", cgroups[c]);
       close(fd);
     }
+    if (batch) {
+      struct sched_param param = { .sched_priority = 0 };
+      if (sched_setscheduler(0, SCHED_BATCH, &param) != 0) die("sched_setscheduler", "SCHED_BATCH");
+    }
+    if (nice > 0 && setpriority(PRIO_PROCESS, 0, (int)nice) != 0) die("setpriority", NULL);
     if (gid >= 0) {
       if (setgroups(0, NULL) != 0) die("setgroups", NULL);
       if (setresgid((gid_t)gid, (gid_t)gid, (gid_t)gid) != 0) die("setgid", NULL);

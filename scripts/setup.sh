@@ -24,14 +24,15 @@ fi
 # 1. Debian packages: only the missing ones, so a second run does not touch apt. One list for
 #    every backend, so one `apt-get update` serves all (the scripts/setup.d/ scripts check
 #    again for what they need):
-#    core + namespace: bubblewrap, python3, gcc (native helpers), procps (tests);
+#    core + namespace: bubblewrap, python3, gcc (native helpers), procps (tests),
+#    util-linux (chrt: the store's write thread runs under SCHED_BATCH);
 #    gvisor: runsc; container: docker.io; images: mmdebstrap, busybox-static;
 #    microvm: qemu-system-x86, linux-image-cloud-amd64, erofs-utils, cpio;
 #    benchmark: wrk (the HTTP load generator of the throughput rows: C, so its own CPU barely
 #    counts against the server on a small machine).
 #    (prometheus and chromium come from setup.d/50-observability.sh, which keeps the
 #    prometheus service from starting.)
-PACKAGES=(bubblewrap python3 gcc libc6-dev tar gzip ca-certificates procps
+PACKAGES=(bubblewrap python3 gcc libc6-dev tar gzip ca-certificates procps util-linux
   runsc docker.io mmdebstrap busybox-static
   qemu-system-x86 linux-image-cloud-amd64 erofs-utils cpio wrk)
 missing=()

@@ -31,6 +31,12 @@ export interface Config {
    * (`VULCAN_MICROVM_ACCEL`: auto | kvm | tcg, default auto).
    */
   readonly microvm: { readonly poolSize: number; readonly snapshot: boolean; readonly accel: 'auto' | 'kvm' | 'tcg' };
+  /**
+   * isolate backend: the nice value of its host processes (`VULCAN_ISOLATE_HOST_NICE`, 0–19,
+   * default 10). Above 0 they also run under SCHED_BATCH, so the tenant code they run never
+   * preempts the server's event loop when it hands them a job; 0 runs them like the server.
+   */
+  readonly isolate: { readonly hostNice: number };
   /** Log level (pino). Env `VULCAN_LOG_LEVEL`. Default `info`. */
   readonly logLevel: string;
   /** Directory of the project's built files (runners, native helpers). Not user-set. */
@@ -73,10 +79,16 @@ function intFromEnv(name: string, env: NodeJS.ProcessEnv): number | undefined {
 }
 
 function countFromEnv(name: string, env: NodeJS.ProcessEnv): number | undefined {
+  return rangeFromEnv(name, env, 0, Infinity);
+}
+
+function rangeFromEnv(name: string, env: NodeJS.ProcessEnv, min: number, max: number): number | undefined {
   const raw = env[name];
   if (raw === undefined || raw === '') return undefined;
   const n = Number(raw);
-  if (!Number.isInteger(n) || n < 0) throw new Error(`${name} must be a whole number (0 or more); got ${JSON.stringify(raw)}`);
+  if (!Number.isInteger(n) || n < min || n > max) {
+    throw new Error(`${name} must be a whole number ${max === Infinity ? `(${min} or more)` : `from ${min} to ${max}`}; got ${JSON.stringify(raw)}`);
+  }
   return n;
 }
 
@@ -107,6 +119,7 @@ export function loadConfig(overrides: ConfigOverrides = {}, env: NodeJS.ProcessE
       snapshot: env.VULCAN_MICROVM_SNAPSHOT !== '0',
       accel: oneOf('VULCAN_MICROVM_ACCEL', env, ['auto', 'kvm', 'tcg'] as const) ?? 'auto',
     },
+    isolate: { hostNice: rangeFromEnv('VULCAN_ISOLATE_HOST_NICE', env, 0, 19) ?? 10 },
     installDir: findInstallDir(),
   });
 }

@@ -61,6 +61,11 @@ export interface BwrapOptions {
   readonly resultFd?: boolean;
   /** Host path of native/vulcan-cgexec (built into build/). */
   readonly cgexecPath: string;
+  /**
+   * CPU priority of the sandbox: a nice value above 0 lowers it and adds SCHED_BATCH (a woken
+   * sandbox does not preempt the thread that woke it). Default 0: the server's own.
+   */
+  readonly nice?: number;
   /** stdio of the sandbox's fds 0–2. Default all 'pipe'. */
   readonly stdio?: readonly ['pipe' | 'ignore', 'pipe' | 'ignore', 'pipe' | 'ignore'];
 }
@@ -179,6 +184,7 @@ export function spawnBwrap(opts: BwrapOptions): ChildProcess {
   const { args, data } = buildBwrapArgs(opts, firstDataFd);
   const cg: string[] = [];
   for (const f of opts.cgroup?.procsFiles ?? []) cg.push('-j', f);
+  if (opts.nice !== undefined && opts.nice > 0) cg.push('-n', String(opts.nice), '-s', 'batch');
   const stdio: StdioOptions = [...(opts.stdio ?? ['pipe', 'pipe', 'pipe'])];
   if (opts.resultFd) stdio.push('pipe');
   for (let i = 0; i < data.length; i++) stdio.push('pipe');

@@ -14,6 +14,7 @@ import { EMPTY_IMAGE_STORE } from '../../src/core/images.js';
 import { DEFAULT_LIMITS, type Limits } from '../../src/core/limits.js';
 import type { Runtime } from '../../src/core/types.js';
 import { hostTag, IsolateBackend } from '../../src/backends/isolate/isolate-backend.js';
+import { threadsOf } from '../helpers/sched.js';
 import { createBackend } from '../../src/backends/isolate/index.js';
 import { analyzeJs, CodePreparer } from '../../src/backends/isolate/source.js';
 import { createFrameDecoder, encodeFrame, MAX_FRAME_BYTES, type FromHost, type ToHost } from '../../src/backends/isolate/protocol.js';
@@ -589,6 +590,21 @@ describe('isolate backend', () => {
   });
 
   describe('limits, with a concurrent workload kept working', () => {
+    it('its hosts run behind the server: every thread at nice 10 under SCHED_BATCH', async () => {
+      await hello('sched');
+      const pids = hostPids();
+      assert.ok(pids.length > 0, 'hosts are running');
+      for (const pid of pids) {
+        const threads = threadsOf(pid);
+        assert.deepEqual(
+          threads.filter((t) => t.nice !== 10 || t.policy !== 'batch'),
+          [],
+          `host ${pid}: every thread is lowered (${threads.length} threads)`,
+        );
+      }
+      assert.deepEqual(threadsOf('self').find((t) => t.tid === process.pid)?.policy, 'normal', 'the server is not');
+    });
+
     it('warms up', async () => {
       for (let i = 0; i < 5; i++) await hello('warm');
     });
@@ -760,13 +776,13 @@ describe('isolate host frames', () => {
   });
 });
 
-describe('isolate backend with two hosts', () => {
+describe('isolate backend with two hosts, at the server\'s priority (VULCAN_ISOLATE_HOST_NICE=0)', () => {
   let twoDir = '';
   let two: IsolateBackend;
 
   before(async () => {
     twoDir = fs.mkdtempSync(path.join(os.tmpdir(), 'vulcan-isolate-two-'));
-    two = new IsolateBackend({ config: loadConfig({ dataDir: twoDir }), log: SILENT_LOGGER, images: EMPTY_IMAGE_STORE }, { hosts: 2 });
+    two = new IsolateBackend({ config: loadConfig({ dataDir: twoDir }, { ...process.env, VULCAN_ISOLATE_HOST_NICE: '0' }), log: SILENT_LOGGER, images: EMPTY_IMAGE_STORE }, { hosts: 2 });
     const availability = await two.probe();
     assert.equal(availability.available, true, JSON.stringify(availability));
   });
@@ -785,6 +801,16 @@ describe('isolate backend with two hosts', () => {
     );
     return outcome;
   };
+
+  it('its hosts run like the server (nice 0, the normal policy); a nice out of 0–19 is refused, naming the variable', async () => {
+    await runOn(HELLO);
+    const pids = hostPids(twoDir);
+    assert.equal(pids.length, 2);
+    for (const pid of pids) assert.deepEqual(threadsOf(pid).filter((t) => t.nice !== 0 || t.policy !== 'normal'), [], `host ${pid}`);
+    for (const bad of ['20', '-1', 'low']) {
+      assert.throws(() => loadConfig({}, { VULCAN_ISOLATE_HOST_NICE: bad }), new RegExp(`VULCAN_ISOLATE_HOST_NICE must be a whole number from 0 to 19; got "${bad}"`));
+    }
+  });
 
   it('spreads runs over both hosts; a crash of one fails only its own in-flight runs', async () => {
     const pids = hostPids(twoDir);

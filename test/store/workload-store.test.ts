@@ -11,6 +11,7 @@ import { after, before, describe, it } from 'node:test';
 import Database from 'better-sqlite3';
 import { openDatabase, type Db } from '../../src/store/db.js';
 import { WorkloadStore, type FinishedWorkload, type NewWorkload } from '../../src/store/workloads.js';
+import { threadsOf } from '../helpers/sched.js';
 
 const turn = () => new Promise((r) => setImmediate(r));
 
@@ -150,6 +151,16 @@ describe('workload store with its write thread', () => {
     await store.committed();
     const n = reader.prepare(`SELECT COUNT(*) AS n FROM workloads WHERE id LIKE 'm%' AND status = 'completed'`).get() as { n: number };
     assert.equal(n.n, 200);
+  });
+
+  it('runs behind the event loop: nice 10 and SCHED_BATCH, while the event loop keeps its priority', async () => {
+    store.insert(newWorkload('sched'));
+    await store.committed(); // the thread is up: it committed a write
+    const threads = threadsOf('self');
+    const main = threads.find((t) => t.tid === process.pid);
+    assert.deepEqual({ nice: main?.nice, policy: main?.policy }, { nice: 0, policy: 'normal' });
+    const lowered = threads.filter((t) => t.nice === 10 && t.policy === 'batch');
+    assert.equal(lowered.length, 1, `one thread (the write thread) is lowered: ${JSON.stringify(threads)}`);
   });
 
   it('when the thread dies, what it had not committed and every later write run on the main connection', async () => {

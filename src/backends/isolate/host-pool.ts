@@ -23,6 +23,8 @@ export interface HostSpawnOptions {
   readonly memMB: number;
   readonly cpus: number;
   readonly pidsMax: number;
+  /** The host's nice value; above 0 it also runs under SCHED_BATCH (see BwrapOptions.nice). */
+  readonly nice: number;
 }
 
 /** A started host process and the cgroup that holds it. */
@@ -58,6 +60,7 @@ export async function spawnHost(opts: HostSpawnOptions, index: number): Promise<
       roBinds: [{ src: opts.hostDir, dest: HOST_DIR_IN_SANDBOX }],
       cgroup,
       cgexecPath: cgexecPathFor(opts.installDir),
+      nice: opts.nice,
       stdio: ['pipe', 'pipe', 'pipe'],
     });
     return { child, cgroup };

@@ -194,6 +194,7 @@ export class IsolateBackend implements Backend {
         memMB: this.hostMemMB,
         cpus: os.availableParallelism(),
         pidsMax: 512,
+        nice: config.isolate.hostNice,
       };
       const pool = new HostPool(options, this.ctx.log);
       try {

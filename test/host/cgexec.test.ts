@@ -1,0 +1,45 @@
+/**
+ * native/vulcan-cgexec's CPU priority options: what the started program sees in its own
+ * /proc/self/stat, and clear refusals of bad values (nothing started).
+ */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { describe, it } from 'node:test';
+import { cgexecPathFor } from '../../src/host/bwrap.js';
+import { testConfig } from '../helpers/context.js';
+import { parseStat } from '../helpers/sched.js';
+
+const cgexec = cgexecPathFor(testConfig().installDir);
+
+function run(...args: string[]): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(cgexec, args, { encoding: 'utf8', timeout: 10_000 });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+describe('vulcan-cgexec', () => {
+  it('-n and -s batch set the program\'s nice value and policy before it starts', () => {
+    const r = run('-n', '7', '-s', 'batch', '--', '/bin/cat', '/proc/self/stat');
+    assert.equal(r.status, 0, r.stderr);
+    assert.deepEqual(parseStat(r.stdout, 0), { tid: 0, nice: 7, policy: 'batch' });
+  });
+
+  it('without them the program runs as its caller does', () => {
+    const r = run('--', '/bin/cat', '/proc/self/stat');
+    assert.equal(r.status, 0, r.stderr);
+    assert.deepEqual(parseStat(r.stdout, 0), { tid: 0, nice: 0, policy: 'normal' });
+  });
+
+  it('refuses a nice value outside 0–19 and an unknown policy, and starts nothing', () => {
+    for (const [args, message] of [
+      [['-n', '20'], /nice must be 0 to 19: 20/],
+      [['-n', '-5'], /nice must be 0 to 19: -5/],
+      [['-n', '5x'], /nice must be 0 to 19: 5x/],
+      [['-s', 'fifo'], /unknown scheduling policy fifo/],
+    ] as const) {
+      const r = run(...args, '--', '/bin/echo', 'started');
+      assert.equal(r.status, 125, `${args.join(' ')}: ${r.stderr}`);
+      assert.match(r.stderr, message);
+      assert.equal(r.stdout, '', 'nothing ran');
+    }
+  });
+});
