@@ -23,6 +23,13 @@ import type { BenchContext, BenchRow } from '../types.js';
 const HELLO = 'export default (input) => ({ hello: input.name })';
 const CLIENTS = 50;
 /**
+ * The throughput target: the issue's 3 000 req/s, which it sets beside a bare server doing
+ * ≈ 22 000 here. This machine's speed moves both by ±30 % within the day, so the row is met only
+ * when the ratio holds too, not whenever a fast minute lifts the absolute number.
+ */
+const TARGET_RPS = 3000;
+const TARGET_RATIO = TARGET_RPS / 22_000;
+/**
  * Seconds of load before an API round is measured, the first round and the others. Rounds
  * measured after 1 s of load rose round after round (2 209, 2 534, 2 602 req/s at 06:45 UTC on
  * 11-24, the bare server steady): V8 is still optimising the server's concurrent request path,
@@ -264,8 +271,8 @@ export async function benchIsolate(ctx: BenchContext): Promise<BenchRow[]> {
       value: apiStats,
       floor: { name: 'bare node http server returning a constant, same load generator', value: bareStats },
       ratio: apiStats.p50 / bareStats.p50,
-      target: '≥ 3000 req/s (median)',
-      met: apiStats.p50 >= 3000,
+      target: `≥ ${TARGET_RPS} req/s (median) and ≥ ${TARGET_RATIO.toFixed(3)}× bare`,
+      met: apiStats.p50 >= TARGET_RPS && apiStats.p50 / bareStats.p50 >= TARGET_RATIO,
       note: `${CLIENTS} keep-alive connections from ${loadgen}, POST /v1/workloads js hello world; ${rounds} round(s) of ${seconds} s, alternating with the bare server: ${apiRates.map((r) => Math.round(r)).join(', ')} req/s (bare ${bareRates.map((r) => Math.round(r)).join(', ')})`,
     },
   ];
