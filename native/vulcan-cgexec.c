@@ -123,7 +123,7 @@ static void mirror(int status) {
 }
 
 int main(int argc, char **argv) {
-  long uid = -1, gid = -1, nice = 0;
+  long uid = -1, gid = -1, niceness = 0;
   int batch = 0;
   const char *cgroups[MAX_CGROUPS];
   int ncgroups = 0;
@@ -138,8 +138,8 @@ int main(int argc, char **argv) {
       cgroups[ncgroups++] = argv[++i];
     } else if (strcmp(argv[i], "-n") == 0) {
       char *end;
-      nice = strtol(argv[++i], &end, 10);
-      if (*end != '\0' || nice < 0 || nice > 19) { errno = EINVAL; die("nice must be 0 to 19:", argv[i]); }
+      niceness = strtol(argv[++i], &end, 10);
+      if (*end != '\0' || niceness < 0 || niceness > 19) { errno = EINVAL; die("nice must be 0 to 19:", argv[i]); }
     } else if (strcmp(argv[i], "-s") == 0) {
       if (strcmp(argv[++i], "batch") != 0) { errno = EINVAL; die("unknown scheduling policy", argv[i]); }
       batch = 1;
@@ -175,7 +175,7 @@ int main(int argc, char **argv) {
       struct sched_param param = { .sched_priority = 0 };
       if (sched_setscheduler(0, SCHED_BATCH, &param) != 0) die("sched_setscheduler", "SCHED_BATCH");
     }
-    if (nice > 0 && setpriority(PRIO_PROCESS, 0, (int)nice) != 0) die("setpriority", NULL);
+    if (niceness > 0 && setpriority(PRIO_PROCESS, 0, (int)niceness) != 0) die("setpriority", NULL);
     if (gid >= 0) {
       if (setgroups(0, NULL) != 0) die("setgroups", NULL);
       if (setresgid((gid_t)gid, (gid_t)gid, (gid_t)gid) != 0) die("setgid", NULL);

@@ -602,7 +602,7 @@ describe('isolate backend', () => {
           `host ${pid}: every thread is lowered (${threads.length} threads)`,
         );
       }
-      assert.deepEqual(threadsOf('self').find((t) => t.tid === process.pid)?.policy, 'normal', 'the server is not');
+      assert.equal(threadsOf('self').find((t) => t.tid === process.pid)?.policy, 'normal', 'the server is not');
     });
 
     it('warms up', async () => {

@@ -8,19 +8,18 @@ import fs from 'node:fs';
 const POLICIES: Record<number, string> = { 0: 'normal', 1: 'fifo', 2: 'rr', 3: 'batch', 5: 'idle', 6: 'deadline' };
 
 export interface Sched {
-  readonly tid: number;
   readonly nice: number;
   readonly policy: string;
 }
 
 /** Parses a stat line: the fields after the command name's closing parenthesis start at field 3. */
-export function parseStat(stat: string, tid: number): Sched {
+export function parseStat(stat: string): Sched {
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   const policy = Number(fields[41 - 3]);
-  return { tid, nice: Number(fields[19 - 3]), policy: POLICIES[policy] ?? `policy ${policy}` };
+  return { nice: Number(fields[19 - 3]), policy: POLICIES[policy] ?? `policy ${policy}` };
 }
 
 /** Every thread of a process. */
-export function threadsOf(pid: number | 'self'): Sched[] {
-  return fs.readdirSync(`/proc/${pid}/task`).map((tid) => parseStat(fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8'), Number(tid)));
+export function threadsOf(pid: number | 'self'): (Sched & { readonly tid: number })[] {
+  return fs.readdirSync(`/proc/${pid}/task`).map((tid) => ({ tid: Number(tid), ...parseStat(fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8')) }));
 }
