@@ -3,7 +3,7 @@
  * nothing of it outlives the server.
  *
  *   vulcan-cgexec [-u UID] [-g GID] [-j CGROUP_PROCS_FILE]... [-n NICE] [-s batch]
- *                 -- PROGRAM [ARG]...
+ *                 [-t TIMER_SLACK_US] -- PROGRAM [ARG]...
  *
  * Node cannot place a child into a cgroup before the child runs (no clone3 with
  * CLONE_INTO_CGROUP, no pre-exec hook), and moving the sandbox after it started races
@@ -25,6 +25,11 @@
  * -n and -s set the sandbox's CPU priority before it starts (every thread it makes inherits
  * them): a nice value (0 to 19, lower priority only) and the SCHED_BATCH policy, under which a
  * woken sandbox never preempts the thread that woke it (the server's event loop).
+ *
+ * -t sets the sandbox's timer slack (PR_SET_TIMERSLACK, 1 to 100000 µs; every thread and child
+ * inherits it): how late the kernel may wake a sleeping thread so that it can wake several at
+ * once. The isolate host wants it: isolated-vm's timer thread wakes once per lapsed call
+ * timeout, used or not, unless the kernel may fold those wake-ups together.
  *
  * File descriptors are left as they are for the child (the caller passes the sandbox's
  * pipes on them); the shim closes its copies so that the pipes end with the sandbox.
@@ -123,7 +128,7 @@ static void mirror(int status) {
 }
 
 int main(int argc, char **argv) {
-  long uid = -1, gid = -1, niceness = 0;
+  long uid = -1, gid = -1, niceness = 0, slack_us = 0;
   int batch = 0;
   const char *cgroups[MAX_CGROUPS];
   int ncgroups = 0;
@@ -143,6 +148,10 @@ int main(int argc, char **argv) {
     } else if (strcmp(argv[i], "-s") == 0) {
       if (strcmp(argv[++i], "batch") != 0) { errno = EINVAL; die("unknown scheduling policy", argv[i]); }
       batch = 1;
+    } else if (strcmp(argv[i], "-t") == 0) {
+      char *end;
+      slack_us = strtol(argv[++i], &end, 10);
+      if (*end != '\0' || slack_us < 1 || slack_us > 100000) { errno = EINVAL; die("timer slack must be 1 to 100000 µs:", argv[i]); }
     } else { errno = EINVAL; die("unknown option", argv[i]); }
   }
   if (i >= argc) { errno = EINVAL; die("no program after --", NULL); }
@@ -176,6 +185,7 @@ int main(int argc, char **argv) {
       if (sched_setscheduler(0, SCHED_BATCH, &param) != 0) die("sched_setscheduler", "SCHED_BATCH");
     }
     if (niceness > 0 && setpriority(PRIO_PROCESS, 0, (int)niceness) != 0) die("setpriority", NULL);
+    if (slack_us > 0 && prctl(PR_SET_TIMERSLACK, (unsigned long)slack_us * 1000UL, 0, 0, 0) != 0) die("prctl", "PR_SET_TIMERSLACK");
     if (gid >= 0) {
       if (setgroups(0, NULL) != 0) die("setgroups", NULL);
       if (setresgid((gid_t)gid, (gid_t)gid, (gid_t)gid) != 0) die("setgid", NULL);

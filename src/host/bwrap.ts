@@ -66,6 +66,11 @@ export interface BwrapOptions {
    * sandbox does not preempt the thread that woke it). Default 0: the server's own.
    */
   readonly nice?: number;
+  /**
+   * Timer slack of the sandbox in µs (1–100 000; default the kernel's 50): how late a sleeping
+   * thread of it may be woken, so that the kernel can wake several at once.
+   */
+  readonly timerSlackUs?: number;
   /** stdio of the sandbox's fds 0–2. Default all 'pipe'. */
   readonly stdio?: readonly ['pipe' | 'ignore', 'pipe' | 'ignore', 'pipe' | 'ignore'];
 }
@@ -185,6 +190,7 @@ export function spawnBwrap(opts: BwrapOptions): ChildProcess {
   const cg: string[] = [];
   for (const f of opts.cgroup?.procsFiles ?? []) cg.push('-j', f);
   if (opts.nice !== undefined && opts.nice > 0) cg.push('-n', String(opts.nice), '-s', 'batch');
+  if (opts.timerSlackUs !== undefined) cg.push('-t', String(opts.timerSlackUs));
   const stdio: StdioOptions = [...(opts.stdio ?? ['pipe', 'pipe', 'pipe'])];
   if (opts.resultFd) stdio.push('pipe');
   for (let i = 0; i < data.length; i++) stdio.push('pipe');

@@ -14,6 +14,7 @@ import { EMPTY_IMAGE_STORE } from '../../src/core/images.js';
 import { DEFAULT_LIMITS, type Limits } from '../../src/core/limits.js';
 import type { Runtime } from '../../src/core/types.js';
 import { hostTag, IsolateBackend } from '../../src/backends/isolate/isolate-backend.js';
+import { HOST_TIMER_SLACK_US } from '../../src/backends/isolate/host-pool.js';
 import { threadsOf } from '../helpers/sched.js';
 import { createBackend } from '../../src/backends/isolate/index.js';
 import { analyzeJs, CodePreparer } from '../../src/backends/isolate/source.js';
@@ -362,8 +363,11 @@ describe('isolate backend', () => {
         assert.equal(runs.at(-1)?.outcome.notes?.call, SYNC, `runs: ${runs.map((r) => r.outcome.notes?.call).join(', ')}`);
       });
 
-      it('a run that returns a pending promise is awaited the usual way', async () => {
+      it('a run that returns a pending promise is awaited the usual way, its output in order', async () => {
         const source = `export default async (input) => {
+            console.log('start ' + input.wait);
+            await null;
+            console.log('micro ' + input.wait);
             if (input.wait) await new Promise((resolve) => setTimeout(resolve, 30));
             console.log('done ' + input.wait);
             return input.wait ? 'waited' : 'quick';
@@ -372,12 +376,13 @@ describe('isolate backend', () => {
         for (let i = 0; i < 15 && (i < 5 || quick?.outcome.notes?.call !== SYNC); i++) {
           quick = await run('js', source, { wait: false });
           assert.equal(quick.outcome.output, 'quick');
+          assert.equal(quick.stdout, 'start false\nmicro false\ndone false\n');
         }
         assert.equal(quick?.outcome.notes?.call, SYNC);
         const waited = await run('js', source, { wait: true });
         assert.equal(waited.outcome.error, null, JSON.stringify(waited.outcome.error));
         assert.equal(waited.outcome.output, 'waited');
-        assert.equal(waited.stdout, 'done true\n');
+        assert.equal(waited.stdout, 'start true\nmicro true\ndone true\n');
         assert.equal(waited.outcome.notes?.call, SYNC);
       });
 
@@ -590,11 +595,12 @@ describe('isolate backend', () => {
   });
 
   describe('limits, with a concurrent workload kept working', () => {
-    it('its hosts run behind the server: every thread at nice 10 under SCHED_BATCH', async () => {
+    it('its hosts run behind the server: every thread at nice 10 under SCHED_BATCH, with a 1 ms timer slack', async () => {
       await hello('sched');
       const pids = hostPids();
       assert.ok(pids.length > 0, 'hosts are running');
       for (const pid of pids) {
+        assert.equal(fs.readFileSync(`/proc/${pid}/timerslack_ns`, 'utf8').trim(), String(HOST_TIMER_SLACK_US * 1000), `host ${pid}: timer slack`);
         const threads = threadsOf(pid);
         assert.deepEqual(
           threads.filter((t) => t.nice !== 10 || t.policy !== 'batch'),

@@ -29,12 +29,24 @@ describe('vulcan-cgexec', () => {
     assert.deepEqual(parseStat(r.stdout), { nice: 0, policy: 'normal' });
   });
 
-  it('refuses a nice value outside 0–19 and an unknown policy, and starts nothing', () => {
+  it('-t sets the program\'s timer slack before it starts; without it the kernel\'s default stays', () => {
+    const slack = run('-t', '1500', '--', '/bin/cat', '/proc/self/timerslack_ns');
+    assert.equal(slack.status, 0, slack.stderr);
+    assert.equal(slack.stdout.trim(), '1500000');
+    const plain = run('--', '/bin/cat', '/proc/self/timerslack_ns');
+    assert.equal(plain.status, 0, plain.stderr);
+    assert.notEqual(plain.stdout.trim(), '1500000');
+  });
+
+  it('refuses a nice value outside 0–19, an unknown policy and a timer slack outside 1–100000 µs, and starts nothing', () => {
     for (const [args, message] of [
       [['-n', '20'], /nice must be 0 to 19: 20/],
       [['-n', '-5'], /nice must be 0 to 19: -5/],
       [['-n', '5x'], /nice must be 0 to 19: 5x/],
       [['-s', 'fifo'], /unknown scheduling policy fifo/],
+      [['-t', '0'], /timer slack must be 1 to 100000 µs: 0/],
+      [['-t', '100001'], /timer slack must be 1 to 100000 µs: 100001/],
+      [['-t', '1ms'], /timer slack must be 1 to 100000 µs: 1ms/],
     ] as const) {
       const r = run(...args, '--', '/bin/echo', 'started');
       assert.equal(r.status, 125, `${args.join(' ')}: ${r.stderr}`);

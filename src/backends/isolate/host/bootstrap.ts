@@ -13,10 +13,10 @@
  * - `dispatch('wasm', bytes, inputJson, outputBytes, seed?)` instantiates a Wasm module and calls
  *   its exported `main` with `input.args`;
  * - `dispatch('scriptSync', factory, inputJson, outputBytes, seed?)` runs a script job within the
- *   call (the host calls it synchronously, with a short timeout); its output is kept, not sent;
- *   then `dispatch('collect')`, after the run's microtasks, answers `{ out, answer }` (out: fd,
- *   text, fd, text …) or `{ out, pending: true }` when the run returned a promise still pending,
- *   which `dispatch('await')` then resolves to the answer;
+ *   call (the host calls it synchronously, with a short timeout); its output is kept, not sent,
+ *   and the call answers `{ out, answer, pending }` (out: fd, text, fd, text …), copied out
+ *   after the run's microtasks; when the run's promise is still pending, `dispatch('await',
+ *   copied)` sends what was printed since and resolves to the answer;
  * - `dispatch('fire', timerId, generation)` runs a due timer of the current run (a timer of an
  *   earlier run of a reused context never fires);
  * - `dispatch('reset', seed)` (hardened contexts only) clears what the last run left: see below.
@@ -91,8 +91,8 @@ delete g.Atomics;
 // --- console ------------------------------------------------------------------------------
 let outputCap = 1048576;
 const sent = [0, 0, 0];
-// While a synchronous run is under way (scriptSync … collect), output is kept here and handed
-// back by collect, in order, rather than sent through hostOut: the host reads it before the result.
+// While a synchronous run is under way (its scriptSync call), output is kept here and handed
+// back with its answer, in order, rather than sent through hostOut: the host reads it first.
 let collecting = false;
 let collected = [];
 function emit(fd, text) {
@@ -553,7 +553,7 @@ function resetRun(seed) {
   return clean;
 }
 const NOT_CLEAN = { ok: false, kind: 'not_clean' };
-// What a synchronous run left for collect: its answer, or the promise it returned.
+// A synchronous run still waiting on the promise it returned, for 'await'.
 let pending = null;
 function exportedOf(factory) {
   const module = { exports: {} };
@@ -562,43 +562,61 @@ function exportedOf(factory) {
   if (typeof exported !== 'function' && exported !== null && typeof exported === 'object' && typeof exported.default === 'function') exported = exported.default;
   return callable(exported, 'module.exports');
 }
-// Runs a script job within this call; its microtasks run when the call ends, before collect.
+// Runs a script job within this call and answers { out, answer, pending }. The host copies that
+// object out only after the call's microtasks have run (isolated-vm copies a result once V8's
+// call has returned, and V8 runs the microtasks as the outermost call returns), so \`out\` (fd,
+// text, fd, text …) then holds what they printed too, and a promise they settled has set
+// \`answer\`. \`pending\` stays true when the run's promise is still waiting: 'await' goes on.
 function runSync(factory, inputJson) {
   collecting = true;
   collected = [];
+  const run = { out: collected, answer: undefined, pending: false };
   let value;
   try {
     value = exportedOf(factory)(parseInput(inputJson));
   } catch (error) {
-    pending = { answer: failure(error) };
-    return;
+    run.answer = failure(error);
+    return run;
   }
   let then;
   try {
     then = value !== null && (typeof value === 'object' || typeof value === 'function') ? value.then : undefined;
   } catch (error) {
-    pending = { answer: failure(error) };
-    return;
+    run.answer = failure(error);
+    return run;
   }
   if (typeof then !== 'function') {
-    pending = { answer: settle(value) };
-    return;
+    run.answer = settle(value);
+    return run;
   }
-  const box = { answer: undefined, promise: runUser(() => value) };
-  box.promise.then((answer) => { box.answer = answer; });
-  pending = box;
+  run.pending = true;
+  const promise = runUser(() => value);
+  pending = promise;
+  promise.then((answer) => {
+    if (pending !== promise) return;
+    run.answer = answer;
+    run.pending = false;
+    pending = null;
+  });
+  return run;
 }
-// Ends the synchronous part: the output so far, and the answer, or that the run goes on.
-function collect() {
+// Ends the synchronous part of a run the host found pending: sends what was printed after the
+// host copied \`out\` (its first \`copied\` entries), and resolves to the run's answer.
+function awaitRun(copied) {
+  const late = collecting ? collected : [];
   collecting = false;
-  const out = collected;
   collected = [];
+  for (let i = typeof copied === 'number' ? copied : 0; i + 1 < late.length; i += 2) hostOut(late[i], late[i + 1], generation);
   const p = pending;
-  if (p === null) return { out, answer: { ok: false, kind: 'exception', name: 'Error', message: 'the run left nothing to collect', stack: '' } };
-  if (p.answer !== undefined) { pending = null; return { out, answer: p.answer }; }
-  return { out, pending: true };
+  pending = null;
+  return p === null ? failure(new TypeErrorCtor('no run to wait for')) : p;
 }
 return function dispatch(op, target, inputJson, outputBytes, seed) {
+  if (op === 'await') return awaitRun(target);
+  // What a finished synchronous run's late work printed after its answer was copied out belongs
+  // to no one now (the next run's output starts afresh): dropped.
+  collecting = false;
+  collected = [];
   if (op === 'fire') {
     if (inputJson !== generation) return;
     const timer = timers.get(target);
@@ -608,12 +626,6 @@ return function dispatch(op, target, inputJson, outputBytes, seed) {
     return;
   }
   if (op === 'reset' && hardened) return resetRun(target);
-  if (op === 'collect') return collect();
-  if (op === 'await') {
-    const p = pending;
-    pending = null;
-    return p === null || p.promise === null ? failure(new TypeErrorCtor('no run to wait for')) : p.promise;
-  }
   // A run's own call resets what the last run left, first: none of its code runs before that.
   if (seed !== undefined && (!hardened || !resetRun(seed))) return NOT_CLEAN;
   outputCap = outputBytes;
