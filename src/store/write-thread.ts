@@ -27,9 +27,21 @@ export interface WriteOp {
   readonly p: Record<string, unknown>;
 }
 
+/**
+ * A write as it crosses to the thread: the statement and its parameters by position. Positional
+ * arrays rather than the named objects: the structured clone of an object writes and reads
+ * back every key (and builds the object's shape), and named binding looks every key up again.
+ */
+type WireOp = readonly [WriteOp['k'], readonly unknown[]];
+
 interface Batch {
   readonly seq: number;
-  readonly ops: readonly WriteOp[];
+  readonly ops: readonly WireOp[];
+}
+
+/** A statement's SQL with its named parameters (`@name`) made positional, and their names in order. */
+function positional(sql: string): { sql: string; names: string[] } {
+  return { sql: sql.replace(/@(\w+)/g, '?'), names: [...sql.matchAll(/@(\w+)/g)].map((m) => m[1] ?? '') };
 }
 
 interface Ack {
@@ -52,6 +64,8 @@ export class WriteThread {
   /** Set once close() began: new writes go to the main connection. */
   private draining = false;
   private closing: Promise<void> | null = null;
+  /** Per statement: its parameters' names in the order the thread binds them. */
+  private readonly names: Readonly<Record<WriteOp['k'], readonly string[]>>;
 
   constructor(
     file: string,
@@ -60,6 +74,7 @@ export class WriteThread {
     private readonly fallback: (ops: readonly WriteOp[]) => void,
     private readonly onError: (error: unknown) => void,
   ) {
+    this.names = { insert: positional(sql.insert).names, running: positional(sql.running).names, finish: positional(sql.finish).names };
     this.worker = new Worker(new URL(import.meta.url), { workerData: { file, sql } });
     this.worker.unref();
     this.worker.on('message', (ack: Ack) => this.onAck(ack));
@@ -108,7 +123,8 @@ export class WriteThread {
     }
     const seq = ++this.seq;
     this.unacked.set(seq, ops);
-    this.worker.postMessage({ seq, ops } satisfies Batch);
+    const wire: WireOp[] = ops.map((op) => [op.k, this.names[op.k].map((name) => op.p[name])]);
+    this.worker.postMessage({ seq, ops: wire } satisfies Batch);
   }
 
   private onAck(ack: Ack): void {
@@ -163,7 +179,7 @@ export class WriteThread {
   }
 }
 
-/** Binds blobs as Buffers (they arrive as Uint8Array). */
+/** Binds blobs as Buffers (named parameters on the main connection). */
 export function bindable(p: Record<string, unknown>): Record<string, unknown> {
   const out = { ...p };
   for (const key of BLOBS) {
@@ -201,9 +217,24 @@ function yieldToEventLoop(): void {
 function threadMain(port: MessagePort, data: { file: string; sql: Record<WriteOp['k'], string> }): void {
   yieldToEventLoop();
   const db = openConnection(data.file);
-  const stmts = { insert: db.prepare(data.sql.insert), running: db.prepare(data.sql.running), finish: db.prepare(data.sql.finish) };
+  const prepare = (k: WriteOp['k']) => {
+    const { sql, names } = positional(data.sql[k]);
+    // Blob columns arrive as Uint8Array (structured clone) and are bound as Buffers.
+    return { stmt: db.prepare(sql), blobs: names.flatMap((name, i) => (BLOBS.includes(name) ? [i] : [])) };
+  };
+  const stmts = { insert: prepare('insert'), running: prepare('running'), finish: prepare('finish') };
   const runAll = db.transaction((batches: Batch[]) => {
-    for (const batch of batches) for (const op of batch.ops) stmts[op.k].run(bindable(op.p));
+    for (const batch of batches) {
+      for (const [k, params] of batch.ops) {
+        const { stmt, blobs } = stmts[k];
+        const args = params as unknown[]; // this thread's own copy
+        for (const i of blobs) {
+          const v = args[i];
+          if (v instanceof Uint8Array && !Buffer.isBuffer(v)) args[i] = Buffer.from(v.buffer, v.byteOffset, v.byteLength);
+        }
+        stmt.run(args);
+      }
+    }
   });
   port.on('message', (first: Batch) => {
     const batches = [first];
