@@ -3,7 +3,7 @@
  * nothing of it outlives the server.
  *
  *   vulcan-cgexec [-u UID] [-g GID] [-j CGROUP_PROCS_FILE]... [-n NICE] [-s batch]
- *                 [-t TIMER_SLACK_US] -- PROGRAM [ARG]...
+ *                 [-t TIMER_SLACK_US] [-P CALLER_PID] -- PROGRAM [ARG]...
  *
  * Node cannot place a child into a cgroup before the child runs (no clone3 with
  * CLONE_INTO_CGROUP, no pre-exec hook), and moving the sandbox after it started races
@@ -17,6 +17,10 @@
  *   child's (the same code, or death by the same signal). When the server dies (the
  *   kernel sends the shim SIGTERM, PR_SET_PDEATHSIG), or on SIGTERM, SIGINT or SIGHUP, it
  *   kills every process in the cgroup (cgroup.kill on v2, a kill loop on v1) and exits.
+ *
+ * -P names the caller: when this process's parent is not that pid as it starts, the caller
+ * died before this process could arm its parent-death signal (it was re-parented), and it
+ * starts nothing (exit 125).
  *
  * Why not rely on `bwrap --die-with-parent` alone: bwrap's pid 1 sets its parent-death
  * signal only after the sandbox is set up, so a server that dies in that window leaves
@@ -128,7 +132,7 @@ static void mirror(int status) {
 }
 
 int main(int argc, char **argv) {
-  long uid = -1, gid = -1, niceness = 0, slack_us = 0;
+  long uid = -1, gid = -1, niceness = 0, slack_us = 0, caller = 0;
   int batch = 0;
   const char *cgroups[MAX_CGROUPS];
   int ncgroups = 0;
@@ -152,6 +156,10 @@ int main(int argc, char **argv) {
       char *end;
       slack_us = strtol(argv[++i], &end, 10);
       if (*end != '\0' || slack_us < 1 || slack_us > 100000) { errno = EINVAL; die("timer slack must be 1 to 100000 µs:", argv[i]); }
+    } else if (strcmp(argv[i], "-P") == 0) {
+      char *end;
+      caller = strtol(argv[++i], &end, 10);
+      if (*end != '\0' || caller < 1) { errno = EINVAL; die("caller pid must be a positive number:", argv[i]); }
     } else { errno = EINVAL; die("unknown option", argv[i]); }
   }
   if (i >= argc) { errno = EINVAL; die("no program after --", NULL); }
@@ -165,6 +173,7 @@ int main(int argc, char **argv) {
   sigaddset(&waitset, SIGHUP);
   sigprocmask(SIG_BLOCK, &waitset, &oldset);
   pid_t server = getppid();
+  if (caller > 0 && server != (pid_t)caller) _exit(125); /* the caller died before we ran: start nothing */
   if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0) die("prctl", NULL);
   if (getppid() != server) _exit(125); /* the server is already gone: start nothing */
 

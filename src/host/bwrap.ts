@@ -194,7 +194,8 @@ export function spawnBwrap(opts: BwrapOptions): ChildProcess {
   const stdio: StdioOptions = [...(opts.stdio ?? ['pipe', 'pipe', 'pipe'])];
   if (opts.resultFd) stdio.push('pipe');
   for (let i = 0; i < data.length; i++) stdio.push('pipe');
-  const child = spawn(opts.cgexecPath, ['-u', String(SANDBOX_HOST_ID), '-g', String(SANDBOX_HOST_ID), ...cg, '--', BWRAP_PATH, ...args], {
+  // -P: a server killed before the shim arms its parent-death signal leaves no sandbox behind.
+  const child = spawn(opts.cgexecPath, ['-u', String(SANDBOX_HOST_ID), '-g', String(SANDBOX_HOST_ID), '-P', String(process.pid), ...cg, '--', BWRAP_PATH, ...args], {
     stdio,
     cwd: '/',
     env: {},

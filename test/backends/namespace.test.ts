@@ -104,7 +104,8 @@ describe('namespace: particulars', () => {
           '--proc', '/proc', '--dev', '/dev', '--', '/bin/sleep', '4321'];
         // A stand-in for the server: starts the sandbox, then is SIGKILLed after `delay` s.
         try {
-          execFileSync('/bin/sh', ['-c', '"$@" & sleep "$DELAY"; kill -9 $$', 'server', ...sandbox], { env: { DELAY: delay }, stdio: 'ignore' });
+          // -P names it, as spawnBwrap names the server: killed before the shim ran, it starts nothing.
+          execFileSync('/bin/sh', ['-c', 'c="$1"; shift; "$c" -P $$ "$@" & sleep "$DELAY"; kill -9 $$', 'server', ...sandbox], { env: { DELAY: delay }, stdio: 'ignore' });
         } catch {
           // killed, as intended
         }

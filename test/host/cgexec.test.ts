@@ -38,7 +38,16 @@ describe('vulcan-cgexec', () => {
     assert.notEqual(plain.stdout.trim(), '1500000');
   });
 
-  it('refuses a nice value outside 0–19, an unknown policy and a timer slack outside 1–100000 µs, and starts nothing', () => {
+  it('-P starts the program only when its parent is that pid (a caller that died first gets nothing started)', () => {
+    const mine = run('-P', String(process.pid), '--', '/bin/echo', 'started');
+    assert.equal(mine.status, 0, mine.stderr);
+    assert.equal(mine.stdout, 'started\n');
+    const other = run('-P', String(process.pid + 100000), '--', '/bin/echo', 'started');
+    assert.equal(other.status, 125);
+    assert.equal(other.stdout, '', 'nothing ran');
+  });
+
+  it('refuses a nice value outside 0–19, an unknown policy, a timer slack outside 1–100000 µs and a bad caller pid, and starts nothing', () => {
     for (const [args, message] of [
       [['-n', '20'], /nice must be 0 to 19: 20/],
       [['-n', '-5'], /nice must be 0 to 19: -5/],
@@ -47,6 +56,7 @@ describe('vulcan-cgexec', () => {
       [['-t', '0'], /timer slack must be 1 to 100000 µs: 0/],
       [['-t', '100001'], /timer slack must be 1 to 100000 µs: 100001/],
       [['-t', '1ms'], /timer slack must be 1 to 100000 µs: 1ms/],
+      [['-P', '0'], /caller pid must be a positive number: 0/],
     ] as const) {
       const r = run(...args, '--', '/bin/echo', 'started');
       assert.equal(r.status, 125, `${args.join(' ')}: ${r.stderr}`);
