@@ -43,6 +43,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,6 +59,14 @@
 static void die(const char *what, const char *arg) {
   fprintf(stderr, "vulcan-cgexec: %s %s: %s\n", what, arg ? arg : "", strerror(errno));
   _exit(125);
+}
+
+/* The decimal number arg, which must be within min..max; otherwise dies with `what`. */
+static long number_in(const char *arg, long min, long max, const char *what) {
+  char *end;
+  long value = strtol(arg, &end, 10);
+  if (*end != '\0' || value < min || value > max) { errno = EINVAL; die(what, arg); }
+  return value;
 }
 
 /* The directory of a cgroup.procs path, into buf. */
@@ -146,20 +155,14 @@ int main(int argc, char **argv) {
       if (ncgroups == MAX_CGROUPS) { errno = E2BIG; die("too many cgroups", argv[i + 1]); }
       cgroups[ncgroups++] = argv[++i];
     } else if (strcmp(argv[i], "-n") == 0) {
-      char *end;
-      niceness = strtol(argv[++i], &end, 10);
-      if (*end != '\0' || niceness < 0 || niceness > 19) { errno = EINVAL; die("nice must be 0 to 19:", argv[i]); }
+      niceness = number_in(argv[++i], 0, 19, "nice must be 0 to 19:");
     } else if (strcmp(argv[i], "-s") == 0) {
       if (strcmp(argv[++i], "batch") != 0) { errno = EINVAL; die("unknown scheduling policy", argv[i]); }
       batch = 1;
     } else if (strcmp(argv[i], "-t") == 0) {
-      char *end;
-      slack_us = strtol(argv[++i], &end, 10);
-      if (*end != '\0' || slack_us < 1 || slack_us > 100000) { errno = EINVAL; die("timer slack must be 1 to 100000 µs:", argv[i]); }
+      slack_us = number_in(argv[++i], 1, 100000, "timer slack must be 1 to 100000 µs:");
     } else if (strcmp(argv[i], "-P") == 0) {
-      char *end;
-      caller = strtol(argv[++i], &end, 10);
-      if (*end != '\0' || caller < 1) { errno = EINVAL; die("caller pid must be a positive number:", argv[i]); }
+      caller = number_in(argv[++i], 1, LONG_MAX, "caller pid must be a positive number:");
     } else { errno = EINVAL; die("unknown option", argv[i]); }
   }
   if (i >= argc) { errno = EINVAL; die("no program after --", NULL); }
