@@ -39,9 +39,21 @@ interface Batch {
   readonly ops: readonly WireOp[];
 }
 
-/** A statement's SQL with its named parameters (`@name`) made positional, and their names in order. */
-function positional(sql: string): { sql: string; names: string[] } {
+/** A statement with its named parameters (`@name`) made positional, and their names in order. */
+interface Positional {
+  readonly sql: string;
+  readonly names: readonly string[];
+}
+type Statements = Readonly<Record<WriteOp['k'], Positional>>;
+
+function positional(sql: string): Positional {
   return { sql: sql.replace(/@(\w+)/g, '?'), names: [...sql.matchAll(/@(\w+)/g)].map((m) => m[1] ?? '') };
+}
+
+/** The thread's start-up data. */
+interface ThreadData {
+  readonly file: string;
+  readonly statements: Statements;
 }
 
 interface Ack {
@@ -64,8 +76,8 @@ export class WriteThread {
   /** Set once close() began: new writes go to the main connection. */
   private draining = false;
   private closing: Promise<void> | null = null;
-  /** Per statement: its parameters' names in the order the thread binds them. */
-  private readonly names: Readonly<Record<WriteOp['k'], readonly string[]>>;
+  /** The statements as the thread runs them: positional, with the names in their order. */
+  private readonly statements: Statements;
 
   constructor(
     file: string,
@@ -74,8 +86,8 @@ export class WriteThread {
     private readonly fallback: (ops: readonly WriteOp[]) => void,
     private readonly onError: (error: unknown) => void,
   ) {
-    this.names = { insert: positional(sql.insert).names, running: positional(sql.running).names, finish: positional(sql.finish).names };
-    this.worker = new Worker(new URL(import.meta.url), { workerData: { file, sql } });
+    this.statements = { insert: positional(sql.insert), running: positional(sql.running), finish: positional(sql.finish) };
+    this.worker = new Worker(new URL(import.meta.url), { workerData: { file, statements: this.statements } satisfies ThreadData });
     this.worker.unref();
     this.worker.on('message', (ack: Ack) => this.onAck(ack));
     this.worker.on('error', (error) => this.die(error));
@@ -123,7 +135,7 @@ export class WriteThread {
     }
     const seq = ++this.seq;
     this.unacked.set(seq, ops);
-    const wire: WireOp[] = ops.map((op) => [op.k, this.names[op.k].map((name) => op.p[name])]);
+    const wire: WireOp[] = ops.map((op) => [op.k, this.statements[op.k].names.map((name) => op.p[name])]);
     this.worker.postMessage({ seq, ops: wire } satisfies Batch);
   }
 
@@ -179,13 +191,15 @@ export class WriteThread {
   }
 }
 
+/** A blob column's value as SQLite binds it: a Uint8Array (as structured clone delivers it) as a Buffer. */
+function blob(v: unknown): unknown {
+  return v instanceof Uint8Array && !Buffer.isBuffer(v) ? Buffer.from(v.buffer, v.byteOffset, v.byteLength) : v;
+}
+
 /** Binds blobs as Buffers (named parameters on the main connection). */
 export function bindable(p: Record<string, unknown>): Record<string, unknown> {
   const out = { ...p };
-  for (const key of BLOBS) {
-    const v = out[key];
-    if (v instanceof Uint8Array && !Buffer.isBuffer(v)) out[key] = Buffer.from(v.buffer, v.byteOffset, v.byteLength);
-  }
+  for (const key of BLOBS) if (key in out) out[key] = blob(out[key]);
   return out;
 }
 
@@ -214,24 +228,17 @@ function yieldToEventLoop(): void {
 }
 
 /** The thread: its own connection; every batch waiting is run in one transaction. */
-function threadMain(port: MessagePort, data: { file: string; sql: Record<WriteOp['k'], string> }): void {
+function threadMain(port: MessagePort, data: ThreadData): void {
   yieldToEventLoop();
   const db = openConnection(data.file);
-  const prepare = (k: WriteOp['k']) => {
-    const { sql, names } = positional(data.sql[k]);
-    // Blob columns arrive as Uint8Array (structured clone) and are bound as Buffers.
-    return { stmt: db.prepare(sql), blobs: names.flatMap((name, i) => (BLOBS.includes(name) ? [i] : [])) };
-  };
-  const stmts = { insert: prepare('insert'), running: prepare('running'), finish: prepare('finish') };
+  const prepare = ({ sql, names }: Positional) => ({ stmt: db.prepare(sql), blobs: names.flatMap((name, i) => (BLOBS.includes(name) ? [i] : [])) });
+  const stmts = { insert: prepare(data.statements.insert), running: prepare(data.statements.running), finish: prepare(data.statements.finish) };
   const runAll = db.transaction((batches: Batch[]) => {
     for (const batch of batches) {
       for (const [k, params] of batch.ops) {
         const { stmt, blobs } = stmts[k];
         const args = params as unknown[]; // this thread's own copy
-        for (const i of blobs) {
-          const v = args[i];
-          if (v instanceof Uint8Array && !Buffer.isBuffer(v)) args[i] = Buffer.from(v.buffer, v.byteOffset, v.byteLength);
-        }
+        for (const i of blobs) args[i] = blob(args[i]);
         stmt.run(args);
       }
     }
@@ -249,4 +256,4 @@ function threadMain(port: MessagePort, data: { file: string; sql: Record<WriteOp
   });
 }
 
-if (!isMainThread && parentPort !== null) threadMain(parentPort, workerData as { file: string; sql: Record<WriteOp['k'], string> });
+if (!isMainThread && parentPort !== null) threadMain(parentPort, workerData as ThreadData);
