@@ -16,6 +16,7 @@ import { WorkloadStore } from '../store/workloads.js';
 import { SandboxManager } from '../sandboxes/manager.js';
 import { SandboxStore } from '../store/sandboxes.js';
 import { buildApp } from './app.js';
+import { BatchedLogDestination } from './log-destination.js';
 import { Metrics } from './metrics.js';
 
 export interface RunningServer {
@@ -50,9 +51,9 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
   const db = openDatabase(config.dataDir);
   const metrics = new Metrics();
   // One JSON logger for the HTTP layer, the manager and the backends.
-  // Asynchronous writes: a busy server's lines leave in batches instead of one blocking write
-  // each (two per request); pino flushes what is left when the process exits.
-  const log = pino({ level: config.logLevel }, pino.destination({ dest: 1, sync: false }));
+  // Asynchronous writes: a busy server's lines leave in batches, one write per turn at most,
+  // instead of one blocking write each; what is left is written when the process exits.
+  const log = pino({ level: config.logLevel }, new BatchedLogDestination());
   // The writes of workloads in flight run on a worker thread (store/write-thread.ts): the event
   // loop is what caps throughput. VULCAN_STORE_WRITE_THREAD=0 keeps them on the loop.
   const store = new WorkloadStore(db, {
