@@ -17,24 +17,7 @@ import client from 'prom-client';
 import type { BackendInfo } from '../scheduler/backend-set.js';
 import type { WorkloadObserver } from '../scheduler/workload-manager.js';
 import type { WorkloadRecord } from '../store/workloads.js';
-
-/**
- * Label-bound children of a metric, kept by their label values: prom-client hashes a labels
- * object on every `inc`/`observe`, which showed in the request path's profile. The label
- * values here come from small sets (backends, runtimes, statuses, routes).
- */
-function children<T>(bind: (values: readonly string[]) => T): (...values: string[]) => T {
-  const cache = new Map<string, T>();
-  return (...values) => {
-    const key = values.join('\0');
-    let child = cache.get(key);
-    if (child === undefined) {
-      child = bind(values);
-      cache.set(key, child);
-    }
-    return child;
-  };
-}
+import { LeanCounter, LeanGauge, LeanHistogram } from './lean-metrics.js';
 
 const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300];
 
@@ -48,45 +31,27 @@ export class Metrics implements WorkloadObserver {
   private readonly sandboxesRunning;
   private readonly sandboxMemory;
   private readonly memorySources: (() => ReadonlyMap<string, number>)[] = [];
-  readonly httpDuration;
+  private readonly httpDuration;
   readonly apiErrors;
-  private readonly totalOf;
-  private readonly durationOf;
-  private readonly runningOf;
-  private readonly httpOf;
 
   constructor() {
     const registers = [this.registry];
-    this.workloadsTotal = new client.Counter({
-      name: 'vulcan_workloads_total',
-      help: 'Workloads that reached a terminal status.',
-      labelNames: ['isolation', 'runtime', 'status'] as const,
-      registers,
-    });
-    this.duration = new client.Histogram({
-      name: 'vulcan_workload_duration_seconds',
-      help: 'Workload phases: start (sandbox start until the code runs) and exec (the code running).',
-      labelNames: ['isolation', 'runtime', 'phase'] as const,
-      buckets: LATENCY_BUCKETS,
-      registers,
-    });
-    this.running = new client.Gauge({
-      name: 'vulcan_workloads_running',
-      help: 'Workloads running now.',
-      labelNames: ['isolation'] as const,
-      registers,
-    });
+    // The series every workload and request updates are lean (lean-metrics.ts); the rest are prom-client's.
+    this.workloadsTotal = new LeanCounter('vulcan_workloads_total', 'Workloads that reached a terminal status.', ['isolation', 'runtime', 'status']);
+    this.duration = new LeanHistogram(
+      'vulcan_workload_duration_seconds',
+      'Workload phases: start (sandbox start until the code runs) and exec (the code running).',
+      ['isolation', 'runtime', 'phase'],
+      LATENCY_BUCKETS,
+    );
+    this.running = new LeanGauge('vulcan_workloads_running', 'Workloads running now.', ['isolation']);
+    this.httpDuration = new LeanHistogram('vulcan_http_request_duration_seconds', 'API request latency by route.', ['method', 'route', 'status_code'], LATENCY_BUCKETS);
+    // prom-client's Registry reads any object with its metrics' name, help, type and get().
+    for (const lean of [this.workloadsTotal, this.duration, this.running, this.httpDuration]) this.registry.registerMetric(lean as unknown as client.Metric);
     this.backendAvailable = new client.Gauge({
       name: 'vulcan_backend_available',
       help: '1 when the backend can run workloads on this node.',
       labelNames: ['backend'] as const,
-      registers,
-    });
-    this.httpDuration = new client.Histogram({
-      name: 'vulcan_http_request_duration_seconds',
-      help: 'API request latency by route.',
-      labelNames: ['method', 'route', 'status_code'] as const,
-      buckets: LATENCY_BUCKETS,
       registers,
     });
     this.apiErrors = new client.Counter({
@@ -107,10 +72,6 @@ export class Metrics implements WorkloadObserver {
       labelNames: ['backend'] as const,
       registers,
     });
-    this.totalOf = children(([isolation = '', runtime = '', status = '']) => this.workloadsTotal.labels({ isolation, runtime, status }));
-    this.durationOf = children(([isolation = '', runtime = '', phase = '']) => this.duration.labels({ isolation, runtime, phase }));
-    this.runningOf = children(([isolation = '']) => this.running.labels({ isolation }));
-    this.httpOf = children(([method = '', route = '', code = '']) => this.httpDuration.labels({ method, route, status_code: code }));
     const sources = this.memorySources;
     this.sandboxMemory = new client.Gauge({
       name: 'vulcan_sandbox_memory_bytes',
@@ -164,19 +125,19 @@ export class Metrics implements WorkloadObserver {
   }
 
   started(backend: string): void {
-    this.runningOf(backend).inc();
+    this.running.with(backend).inc();
   }
 
   finished(rec: WorkloadRecord, startMs: number | null, execMs: number | null): void {
     const isolation = rec.isolation_used ?? 'none';
-    if (rec.started_at !== null) this.runningOf(isolation).dec();
-    this.totalOf(isolation, rec.runtime, rec.status).inc();
-    if (startMs !== null) this.durationOf(isolation, rec.runtime, 'start').observe(startMs / 1000);
-    if (execMs !== null) this.durationOf(isolation, rec.runtime, 'exec').observe(execMs / 1000);
+    if (rec.started_at !== null) this.running.with(isolation).dec();
+    this.workloadsTotal.with(isolation, rec.runtime, rec.status).inc();
+    if (startMs !== null) this.duration.with(isolation, rec.runtime, 'start').observe(startMs / 1000);
+    if (execMs !== null) this.duration.with(isolation, rec.runtime, 'exec').observe(execMs / 1000);
   }
 
   /** One API request's latency. */
   observeHttp(method: string, route: string, statusCode: number, seconds: number): void {
-    this.httpOf(method, route, String(statusCode)).observe(seconds);
+    this.httpDuration.with(method, route, String(statusCode)).observe(seconds);
   }
 }
