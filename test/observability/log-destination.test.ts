@@ -1,13 +1,18 @@
 /**
- * The server's log destination (src/server/log-destination.ts) batches a turn's lines into one
- * write: a child process logs through it with pino, and everything it logged arrives on its
- * stdout, whole and in order — also the lines of its last turn when it exits right after.
+ * The server's log destination (src/server/log-destination.ts) batches lines into one write:
+ * a child process logs through it with pino, and everything it logged arrives on its stdout,
+ * whole and in order — also the lines still queued when it exits right after logging them.
+ * In-process, over a synchronous sonic-boom on a file: info lines wait for their batch, a warning
+ * takes everything queued with it at the end of the turn.
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { pino } from 'pino';
+import { BatchedLogDestination } from '../../src/server/log-destination.js';
 import { tempDir, testConfig } from '../helpers/context.js';
 
 const MODULE = path.join(testConfig().installDir, 'dist', 'src', 'server', 'log-destination.js');
@@ -70,5 +75,28 @@ process.exit(0);
       lines.map((l) => l.msg),
       ['before', 'raw'],
     );
+  });
+
+  it('holds info lines for their batch, and lets a warning take them at the end of the turn', async () => {
+    const dir = tempDir('vulcan-logdest-');
+    const file = path.join(dir, 'log');
+    const fd = fs.openSync(file, 'w');
+    // A synchronous sink: what the destination hands over is in the file at once.
+    const dest = new BatchedLogDestination(pino.destination({ dest: fd, sync: true }));
+    const written = () => fs.readFileSync(file, 'utf8');
+    try {
+      dest.write('{"level":30,"msg":"a"}\n');
+      await new Promise((resolve) => setImmediate(resolve));
+      assert.equal(written(), '', 'an info line waits for others to share its write');
+      await sleep(60);
+      assert.equal(written(), '{"level":30,"msg":"a"}\n', 'and leaves within its batch time');
+      dest.write('{"level":30,"msg":"b"}\n');
+      dest.write('{"level":40,"msg":"c"}\n');
+      await new Promise((resolve) => setImmediate(resolve));
+      assert.equal(written(), '{"level":30,"msg":"a"}\n{"level":30,"msg":"b"}\n{"level":40,"msg":"c"}\n');
+    } finally {
+      fs.closeSync(fd);
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
