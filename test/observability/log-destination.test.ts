@@ -95,6 +95,7 @@ process.exit(0);
       await new Promise((resolve) => setImmediate(resolve));
       assert.equal(written(), '{"level":30,"msg":"a"}\n{"level":30,"msg":"b"}\n{"level":40,"msg":"c"}\n');
     } finally {
+      dest.flushSync(); // nothing may be written to the fd after it is closed (and reused)
       fs.closeSync(fd);
       fs.rmSync(dir, { recursive: true, force: true });
     }
