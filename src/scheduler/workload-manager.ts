@@ -3,7 +3,7 @@
  * once), runs it on its backend under the wall-clock timeout, captures its output, and
  * writes exactly one terminal record. Everything here is shared by every backend.
  */
-import { WorkloadAbort, type Backend, type RunOutcome, type RunSpec } from '../core/backend.js';
+import { RunAbort, WorkloadAbort, type Backend, type RunOutcome, type RunSpec } from '../core/backend.js';
 import type { Logger } from '../core/context.js';
 import { VulcanError, type WorkloadError } from '../core/errors.js';
 import { OutputCollector } from '../core/output.js';
@@ -27,7 +27,7 @@ interface Slot {
   readonly spec: RunSpec;
   readonly backend: Backend;
   readonly reason: string;
-  readonly abort: AbortController;
+  readonly abort: RunAbort;
   readonly output: OutputCollector;
   readonly mode: 'sync' | 'async';
   state: 'pending' | 'running';
@@ -85,7 +85,7 @@ export class WorkloadManager {
       spec,
       backend: selection.backend,
       reason: selection.reason,
-      abort: new AbortController(),
+      abort: new RunAbort(),
       output: new OutputCollector(spec.limits.outputBytes),
       mode,
       state: 'pending',
@@ -111,24 +111,23 @@ export class WorkloadManager {
   }
 
   /** Waits for a free slot; rejects with the abort reason when the workload is killed while it waits. */
-  private acquire(signal: AbortSignal): Promise<void> {
+  private acquire(abort: RunAbort): Promise<void> {
     if (this.running < this.opts.maxConcurrent) {
       this.running++;
       return Promise.resolve();
     }
     return new Promise<void>((resolve, reject) => {
       const grant = () => {
-        signal.removeEventListener('abort', onAbort);
+        stopListening();
         this.running++;
         resolve();
       };
-      const onAbort = () => {
+      this.queue.push(grant);
+      const stopListening = abort.onAbort(() => {
         const i = this.queue.indexOf(grant);
         if (i >= 0) this.queue.splice(i, 1);
-        reject(signal.reason as Error);
-      };
-      this.queue.push(grant);
-      signal.addEventListener('abort', onAbort, { once: true });
+        reject(abort.reason ?? new WorkloadAbort('killed'));
+      });
     });
   }
 
@@ -150,7 +149,7 @@ export class WorkloadManager {
       acquired = holdsSlot;
       await Promise.resolve();
       if (!holdsSlot) {
-        await this.acquire(slot.abort.signal);
+        await this.acquire(slot.abort);
         acquired = true;
         store.markRunning(spec.id, backend.name, slot.reason, Date.now());
       }
@@ -159,7 +158,7 @@ export class WorkloadManager {
       this.opts.observer?.started(backend.name);
       const timer = setTimeout(() => slot.abort.abort(new WorkloadAbort('timeout')), spec.limits.timeoutMs);
       try {
-        outcome = await backend.run(spec, slot.output, slot.abort.signal);
+        outcome = await backend.run(spec, slot.output, slot.abort);
       } finally {
         clearTimeout(timer);
       }
@@ -172,7 +171,7 @@ export class WorkloadManager {
       if (acquired) this.release();
     }
     const elapsed = performance.now() - t0;
-    const reason = slot.abort.signal.aborted ? (slot.abort.signal.reason as WorkloadAbort) : undefined;
+    const reason = slot.abort.reason;
     const { status, error } = terminal(reason, outcome, hostError, spec);
     const rec: Parameters<WorkloadStore['finish']>[1] = {
       status,

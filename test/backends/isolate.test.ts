@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { WorkloadAbort, type RunOutcome } from '../../src/core/backend.js';
+import { RunAbort, WorkloadAbort, type RunOutcome } from '../../src/core/backend.js';
 import { loadConfig } from '../../src/core/config.js';
 import { SILENT_LOGGER } from '../../src/core/context.js';
 import { EMPTY_IMAGE_STORE } from '../../src/core/images.js';
@@ -54,21 +54,20 @@ async function run(
   source: string,
   input: unknown = null,
   limits: Partial<Limits> = {},
-  opts: { signal?: AbortSignal; coreTimeout?: boolean } = {},
+  opts: { abort?: RunAbort; coreTimeout?: boolean } = {},
 ): Promise<Ran> {
   const full: Limits = { ...DEFAULT_LIMITS, memMB: 128, timeoutMs: 10_000, ...limits };
   const stdout: Buffer[] = [];
   const stderr: Buffer[] = [];
-  // Like the core: abort the signal when the timeout passes (unless a test wants the host's own deadline alone).
-  const controller = new AbortController();
-  const timer = opts.coreTimeout === false ? undefined : setTimeout(() => controller.abort(new WorkloadAbort('timeout')), full.timeoutMs);
-  const signal = opts.signal === undefined ? controller.signal : AbortSignal.any([controller.signal, opts.signal]);
+  // Like the core: abort the run when the timeout passes (unless a test wants the host's own deadline alone).
+  const abort = opts.abort ?? new RunAbort();
+  const timer = opts.coreTimeout === false ? undefined : setTimeout(() => abort.abort(new WorkloadAbort('timeout')), full.timeoutMs);
   const t0 = performance.now();
   try {
     const outcome = await backend.run(
       { id: `test-${++seq}`, runtime, code: { kind: 'inline', source }, inputJson: JSON.stringify(input), env: {}, limits: full },
       { stdout: (c) => stdout.push(c), stderr: (c) => stderr.push(c) },
-      signal,
+      abort,
     );
     return { outcome, stdout: Buffer.concat(stdout).toString(), stderr: Buffer.concat(stderr).toString(), ms: performance.now() - t0 };
   } finally {
@@ -667,9 +666,9 @@ describe('isolate backend', () => {
     });
 
     it('a client kill ends the run promptly as killed', async () => {
-      const controller = new AbortController();
-      const pending = run('js', 'export default () => new Promise((r) => setTimeout(r, 5000));', null, {}, { signal: controller.signal });
-      setTimeout(() => controller.abort(new WorkloadAbort('killed')), 100);
+      const abort = new RunAbort();
+      const pending = run('js', 'export default () => new Promise((r) => setTimeout(r, 5000));', null, {}, { abort });
+      setTimeout(() => abort.abort(new WorkloadAbort('killed')), 100);
       const r = await pending;
       assert.equal(r.outcome.error?.code, 'killed');
       assert.ok(r.ms < 600, `ended after ${r.ms.toFixed(0)} ms`);
@@ -803,7 +802,7 @@ describe('isolate backend with two hosts, at the server\'s priority (VULCAN_ISOL
     const outcome = await two.run(
       { id: `two-${++seq}`, runtime: 'js', code: { kind: 'inline', source }, inputJson: 'null', env: {}, limits: { ...DEFAULT_LIMITS, memMB: 128, timeoutMs: 10_000 } },
       { stdout: (c) => out.push(c), stderr: () => undefined },
-      new AbortController().signal,
+      new RunAbort(),
     );
     return outcome;
   };

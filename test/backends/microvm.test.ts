@@ -16,7 +16,7 @@ import { MicrovmBackend, type MicrovmOptions } from '../../src/backends/microvm/
 import { FrameDecoder, FrameType, ProtocolError, encodeFrame, GUEST_MAX_FRAME_BYTES, RESULT_MAX_BYTES } from '../../src/backends/microvm/protocol.js';
 import { QemuVmm, baseKernelArgs } from '../../src/backends/microvm/qemu.js';
 import { AgentSession, AgentTimeout } from '../../src/backends/microvm/session.js';
-import { WorkloadAbort, type RunOutcome, type RunSpec } from '../../src/core/backend.js';
+import { RunAbort, WorkloadAbort, type RunOutcome, type RunSpec } from '../../src/core/backend.js';
 import { loadConfig } from '../../src/core/config.js';
 import { SILENT_LOGGER } from '../../src/core/context.js';
 import { EMPTY_IMAGE_STORE, type ImageStore } from '../../src/core/images.js';
@@ -73,10 +73,10 @@ function spec(runtime: RunSpec['runtime'], source: string, limits: Partial<Limit
   return { id: `t${++seq}`, runtime, code: { kind: 'inline', source }, inputJson, env: {}, limits: { ...DEFAULT_LIMITS, ...limits } };
 }
 
-async function run(b: MicrovmBackend, s: RunSpec, signal = new AbortController().signal, onStdout?: (c: Buffer) => void): Promise<RunOutcome & { stdout: string; stderr: string }> {
+async function run(b: MicrovmBackend, s: RunSpec, abort = new RunAbort(), onStdout?: (c: Buffer) => void): Promise<RunOutcome & { stdout: string; stderr: string }> {
   let stdout = '';
   let stderr = '';
-  const out = await b.run(s, { stdout: (c) => ((stdout += c.toString()), onStdout?.(c)), stderr: (c) => (stderr += c.toString()) }, signal);
+  const out = await b.run(s, { stdout: (c) => ((stdout += c.toString()), onStdout?.(c)), stderr: (c) => (stderr += c.toString()) }, abort);
   return { ...out, stdout, stderr };
 }
 
@@ -231,7 +231,7 @@ describe('microvm backend in a real VM', () => {
     const t0 = performance.now();
     let stopped = 0;
     // Freeze the whole VM once the workload is running: the agent can never answer again.
-    const r = await run(b, spec('sh', 'echo go; sleep 100', { timeoutMs: 1_000 }), new AbortController().signal, () => {
+    const r = await run(b, spec('sh', 'echo go; sleep 100', { timeoutMs: 1_000 }), new RunAbort(), () => {
       for (const pid of qemuProcessesUnder(dataDir)) {
         process.kill(pid, 'SIGSTOP');
         stopped++;
@@ -245,8 +245,8 @@ describe('microvm backend in a real VM', () => {
 
   it('kills the VM when the core aborts for the timeout', { timeout: 60_000 }, async (t) => {
     if (unavailable) return t.skip(unavailable);
-    const ac = new AbortController();
-    const r = await run(b, spec('sh', 'echo go; sleep 100'), ac.signal, () => setTimeout(() => ac.abort(new WorkloadAbort('timeout')), 200));
+    const abort = new RunAbort();
+    const r = await run(b, spec('sh', 'echo go; sleep 100'), abort, () => setTimeout(() => abort.abort(new WorkloadAbort('timeout')), 200));
     assert.equal(r.error?.code, 'timeout');
     assert.deepEqual(qemuProcessesUnder(dataDir), []);
   });

@@ -15,7 +15,7 @@ import path from 'node:path';
 import type { Readable } from 'node:stream';
 import * as tar from 'tar';
 import type { Acceptance, Availability, Backend, BackendCapabilities, RunIO, RunOutcome, RunSpec } from '../../core/backend.js';
-import { WorkloadAbort } from '../../core/backend.js';
+import { RunAbort, WorkloadAbort } from '../../core/backend.js';
 import { dataDirTag } from '../../core/config.js';
 import type { BackendContext } from '../../core/context.js';
 import type { ImageRef } from '../../core/images.js';
@@ -148,7 +148,7 @@ export class ContainerBackend implements Backend {
     const out = await this.run(
       { id: `probe-${rt.replace(/[^a-z0-9]/gi, '')}-${process.pid}-${Date.now()}`, runtime: 'oci', image: minimal.name, cmd: ['/bin/true'], inputJson: 'null', env: {}, limits: { ...this.ctx.config.defaults, memMB: 64, timeoutMs: PROBE_TIMEOUT_MS } },
       { stdout: () => undefined, stderr: () => undefined },
-      AbortSignal.timeout(PROBE_TIMEOUT_MS),
+      RunAbort.after(PROBE_TIMEOUT_MS),
       rt,
     ).catch((err: unknown) => ({ exitCode: null, error: { code: 'backend_error' as const, message: (err as Error).message } }));
     if (out.exitCode === 0) return null;
@@ -224,7 +224,8 @@ export class ContainerBackend implements Backend {
     return p;
   }
 
-  async run(spec: RunSpec, io: RunIO, signal: AbortSignal, runtimeOverride?: string): Promise<RunOutcome> {
+  async run(spec: RunSpec, io: RunIO, abort: RunAbort, runtimeOverride?: string): Promise<RunOutcome> {
+    const signal = abort.signal;
     if (this.closed) throw new Error('the container backend is closed');
     const t0 = performance.now();
     const imageName = spec.image ?? RUNTIME_IMAGES[spec.runtime];

@@ -14,7 +14,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import type { Acceptance, Availability, Backend, BackendCapabilities, RunIO, RunOutcome, RunSpec } from '../../core/backend.js';
-import { WorkloadAbort } from '../../core/backend.js';
+import { RunAbort, WorkloadAbort } from '../../core/backend.js';
 import { dataDirTag } from '../../core/config.js';
 import type { BackendContext } from '../../core/context.js';
 import type { WorkloadError } from '../../core/errors.js';
@@ -78,7 +78,7 @@ export class GvisorBackend implements Backend {
         const out = await this.run(
           { id: `probe${process.pid}${cand.platform}${Date.now()}`, runtime: 'oci', image: minimal.name, cmd: ['/bin/true'], inputJson: 'null', env: {}, limits: { ...this.ctx.config.defaults, memMB: 64, timeoutMs: PROBE_TIMEOUT_MS } },
           { stdout: () => undefined, stderr: () => undefined },
-          AbortSignal.timeout(PROBE_TIMEOUT_MS),
+          RunAbort.after(PROBE_TIMEOUT_MS),
         );
         if (out.exitCode === 0) {
           chosen = { platform: cand.platform, why: [cand.why, ...failures].join('; '), ms: performance.now() - t0 };
@@ -129,7 +129,8 @@ export class GvisorBackend implements Backend {
     return Promise.resolve();
   }
 
-  async run(spec: RunSpec, io: RunIO, signal: AbortSignal): Promise<RunOutcome> {
+  async run(spec: RunSpec, io: RunIO, abort: RunAbort): Promise<RunOutcome> {
+    const signal = abort.signal;
     if (this.closed) throw new Error('the gvisor backend is closed');
     const runsc = this.runsc ?? findRunsc();
     if (!runsc) throw new Error('runsc is not installed');

@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { cgexecPathFor, spawnBwrap } from '../../host/bwrap.js';
 import { createCgroup, type Cgroup } from '../../host/cgroups.js';
 import type { Logger } from '../../core/context.js';
-import type { RunIO } from '../../core/backend.js';
+import type { RunAbort, RunIO } from '../../core/backend.js';
 import { createFrameDecoder, encodeFrame, type FromHost, type HostJob, type HostResult } from './protocol.js';
 import { HOST_DIR_IN_SANDBOX } from './host-files.js';
 
@@ -176,28 +176,27 @@ class HostHandle {
   }
 
   /** Sends a job; resolves with the host's result, or with `sandbox_crashed` if the host dies first. */
-  run(job: HostJob, io: RunIO, signal: AbortSignal): Promise<HostResult> {
+  run(job: HostJob, io: RunIO, abort: RunAbort): Promise<HostResult> {
     const id = this.nextId++;
     return new Promise<HostResult>((resolve) => {
       let killTimer: NodeJS.Timeout | undefined;
       const onAbort = () => {
-        const reason: unknown = signal.reason;
-        const code = reason instanceof Error && 'kind' in reason && reason.kind === 'timeout' ? 'timeout' : 'killed';
-        this.send({ t: 'cancel', id, code });
+        this.send({ t: 'cancel', id, code: abort.reason?.kind === 'timeout' ? 'timeout' : 'killed' });
         // A host that cannot confirm a cancel in time is stuck; killing it frees its jobs.
         killTimer = setTimeout(() => this.kill(), CANCEL_GRACE_MS);
       };
+      // A run aborted already gets its cancel after its run frame.
+      const stopListening = abort.aborted ? () => undefined : abort.onAbort(onAbort);
       this.pending.set(id, {
         io,
         resolve: (result) => {
           if (killTimer !== undefined) clearTimeout(killTimer);
-          signal.removeEventListener('abort', onAbort);
+          stopListening();
           resolve(result);
         },
       });
-      signal.addEventListener('abort', onAbort, { once: true });
       this.send({ t: 'run', id, job });
-      if (signal.aborted) onAbort();
+      if (abort.aborted) onAbort();
     });
   }
 
@@ -303,15 +302,15 @@ export class HostPool {
   }
 
   /** Runs one job on the least loaded host. */
-  async run(job: HostJob, io: RunIO, signal: AbortSignal): Promise<HostResult> {
+  async run(job: HostJob, io: RunIO, abort: RunAbort): Promise<HostResult> {
     if (this.closed) throw new Error('the isolate backend is closed');
     let best: HostHandle | null = null;
     for (const h of this.slots) if (h !== null && h.alive && h.isReady && (best === null || h.load < best.load)) best = h;
     // Counted in the host's load before anything awaits, so a burst of runs in one tick spreads.
-    if (best !== null) return best.run(job, io, signal);
+    if (best !== null) return best.run(job, io, abort);
     const handle = await this.ensure(this.slots.findIndex((h) => h === null || !h.alive));
     await handle.ready;
-    return handle.run(job, io, signal);
+    return handle.run(job, io, abort);
   }
 
   /** Stops every host. Idempotent. */

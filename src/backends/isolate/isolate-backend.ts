@@ -6,8 +6,7 @@
 import { listCgroups, reapStaleCgroups } from '../../host/cgroups.js';
 import fs from 'node:fs';
 import os from 'node:os';
-import type { Acceptance, Availability, Backend, BackendCapabilities, RunIO, RunOutcome, RunSpec } from '../../core/backend.js';
-import { WorkloadAbort } from '../../core/backend.js';
+import type { Acceptance, Availability, Backend, BackendCapabilities, RunAbort, RunIO, RunOutcome, RunSpec } from '../../core/backend.js';
 import type { BackendContext } from '../../core/context.js';
 import type { WorkloadError } from '../../core/errors.js';
 import type { JsonValue, Runtime } from '../../core/types.js';
@@ -31,9 +30,8 @@ export interface IsolateBackendOptions {
   readonly hostMemMB?: number;
 }
 
-function abortCode(signal: AbortSignal): 'timeout' | 'killed' {
-  const reason: unknown = signal.reason;
-  return reason instanceof WorkloadAbort && reason.kind === 'timeout' ? 'timeout' : 'killed';
+function abortCode(abort: RunAbort): 'timeout' | 'killed' {
+  return abort.reason?.kind === 'timeout' ? 'timeout' : 'killed';
 }
 
 /**
@@ -104,7 +102,7 @@ export class IsolateBackend implements Backend {
     return { ok: true, reason: 'node code imports no Node built-ins (parsed): runs in a V8 isolate' };
   }
 
-  async run(spec: RunSpec, io: RunIO, signal: AbortSignal): Promise<RunOutcome> {
+  async run(spec: RunSpec, io: RunIO, abort: RunAbort): Promise<RunOutcome> {
     const t0 = performance.now();
     const fail = (error: WorkloadError, stack?: string): RunOutcome => {
       if (stack !== undefined) io.stderr(Buffer.from(stack.endsWith('\n') ? stack : `${stack}\n`));
@@ -114,7 +112,7 @@ export class IsolateBackend implements Backend {
     if (!RUNTIMES.includes(spec.runtime)) return fail({ code: 'backend_error', message: `isolates do not run runtime "${spec.runtime}"` });
     const prepared = this.preparer.prepare(spec.runtime, spec.code.source);
     if (!prepared.ok) return fail({ code: 'exception', message: prepared.message }, prepared.message);
-    if (signal.aborted) return fail({ code: abortCode(signal), message: `workload ${abortCode(signal)} before it started` });
+    if (abort.aborted) return fail({ code: abortCode(abort), message: `workload ${abortCode(abort)} before it started` });
 
     const job: HostJob = {
       format: prepared.format,
@@ -128,15 +126,15 @@ export class IsolateBackend implements Backend {
       filename: FILENAMES[spec.runtime] ?? 'workload.js',
     };
     const pool = await this.ensurePool();
-    const result = await pool.run(job, io, signal);
+    const result = await pool.run(job, io, abort);
     const elapsed = performance.now() - t0;
     const startMs = Math.max(0, elapsed - result.execMs);
     const notes = {
       isolate: result.hardened === true ? (result.reused ? 'hardened context, reset after an earlier run' : 'hardened context, first run') : result.reused ? 'reused (same code, fresh context)' : 'fresh',
       call: result.ok && result.sync === true ? 'synchronous, on the host thread' : 'through isolated-vm\'s thread pool',
     };
-    if (signal.aborted) {
-      const code = abortCode(signal);
+    if (abort.aborted) {
+      const code = abortCode(abort);
       return { exitCode: null, error: { code, message: code === 'timeout' ? `timed out after ${spec.limits.timeoutMs} ms` : 'killed' }, startMs, execMs: result.execMs, notes };
     }
     if (!result.ok) {

@@ -21,6 +21,7 @@ import {
   type Availability,
   type Backend,
   type BackendCapabilities,
+  type RunAbort,
   type RunIO,
   type RunOutcome,
   type RunSpec,
@@ -180,7 +181,8 @@ export class MicrovmBackend implements Backend {
     return { ok: true, reason: 'a separate guest kernel per workload' };
   }
 
-  async run(spec: RunSpec, io: RunIO, signal: AbortSignal): Promise<RunOutcome> {
+  async run(spec: RunSpec, io: RunIO, abort: RunAbort): Promise<RunOutcome> {
+    const signal = abort.signal;
     const t0 = performance.now();
     const aborted = (): RunOutcome => {
       const kind = signal.reason instanceof WorkloadAbort ? signal.reason.kind : 'killed';

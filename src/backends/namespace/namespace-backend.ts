@@ -4,7 +4,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import type { Acceptance, Availability, Backend, BackendCapabilities, RunIO, RunOutcome, RunSpec } from '../../core/backend.js';
+import type { Acceptance, Availability, Backend, BackendCapabilities, RunAbort, RunIO, RunOutcome, RunSpec } from '../../core/backend.js';
 import { WorkloadAbort } from '../../core/backend.js';
 import { dataDirTag } from '../../core/config.js';
 import type { BackendContext } from '../../core/context.js';
@@ -107,7 +107,8 @@ export class NamespaceBackend implements Backend {
     await Promise.all([...this.removals]);
   }
 
-  async run(spec: RunSpec, io: RunIO, signal: AbortSignal): Promise<RunOutcome> {
+  async run(spec: RunSpec, io: RunIO, abort: RunAbort): Promise<RunOutcome> {
+    const signal = abort.signal;
     if (!isNamespaceRuntime(spec.runtime)) throw new Error(`namespace cannot run ${spec.runtime}`);
     const runtime = spec.runtime;
     const t0 = performance.now();
