@@ -58,44 +58,36 @@ abstract class LeanMetric<Child> {
   protected abstract export(child: Child, labels: Labels, into: MetricValue[]): void;
 }
 
-export class CounterChild {
+/** A counter's or a gauge's number. */
+export class ValueChild {
   value = 0;
   inc(by = 1): void {
     this.value += by;
   }
-}
-
-export class LeanCounter extends LeanMetric<CounterChild> {
-  constructor(name: string, help: string, labelNames: readonly string[]) {
-    super(name, help, 'counter', labelNames);
-  }
-  protected newChild(): CounterChild {
-    return new CounterChild();
-  }
-  protected export(child: CounterChild, labels: Labels, into: MetricValue[]): void {
-    into.push({ value: child.value, labels });
-  }
-}
-
-export class GaugeChild {
-  value = 0;
-  inc(by = 1): void {
-    this.value += by;
-  }
+  /** Gauges only: a counter never goes down (nothing here calls it on one). */
   dec(by = 1): void {
     this.value -= by;
   }
 }
 
-export class LeanGauge extends LeanMetric<GaugeChild> {
+class LeanValueMetric extends LeanMetric<ValueChild> {
+  protected newChild(): ValueChild {
+    return new ValueChild();
+  }
+  protected export(child: ValueChild, labels: Labels, into: MetricValue[]): void {
+    into.push({ value: child.value, labels });
+  }
+}
+
+export class LeanCounter extends LeanValueMetric {
+  constructor(name: string, help: string, labelNames: readonly string[]) {
+    super(name, help, 'counter', labelNames);
+  }
+}
+
+export class LeanGauge extends LeanValueMetric {
   constructor(name: string, help: string, labelNames: readonly string[]) {
     super(name, help, 'gauge', labelNames);
-  }
-  protected newChild(): GaugeChild {
-    return new GaugeChild();
-  }
-  protected export(child: GaugeChild, labels: Labels, into: MetricValue[]): void {
-    into.push({ value: child.value, labels });
   }
 }
 
