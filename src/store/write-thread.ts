@@ -104,6 +104,11 @@ export class WriteThread {
     if (this.queue.length === 1) setImmediate(() => this.post());
   }
 
+  /** Nothing is queued or on its way to the thread: a write committed elsewhere now overtakes none of its. */
+  get idle(): boolean {
+    return !this.dead && !this.draining && this.queue.length === 0 && this.unacked.size === 0;
+  }
+
   /** Resolves once every write queued so far is committed. */
   committed(): Promise<void> {
     // Writes queued now leave in the next batch.

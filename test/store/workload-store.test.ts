@@ -122,6 +122,8 @@ describe('workload store with its write thread', () => {
   const onDisk = (id: string) => reader.prepare('SELECT status, stdout, isolation_used FROM workloads WHERE id = ?').get(id) as { status: string; stdout: Buffer | null; isolation_used: string | null } | undefined;
 
   it('writes land on disk once committed() resolves; reads in between come from memory', async () => {
+    // Another workload in flight: t1's terminal write goes to the thread (a quiet store's does not; below).
+    store.insert(newWorkload('t0'));
     store.insert(newWorkload('t1'));
     store.markRunning('t1', 'isolate', 'because', Date.now());
     assert.equal(store.get('t1')?.status, 'running');
@@ -139,6 +141,25 @@ describe('workload store with its write thread', () => {
     assert.equal(disk?.stdout?.toString(), 'out\n', 'blobs cross the thread as bytes');
     assert.deepEqual(store.get('t1'), rec);
     assert.equal(store.finishAndGet('t1', { ...finished, status: 'failed' }), null);
+    store.finishAndGet('t0', finished);
+    await store.committed();
+    assert.deepEqual(errors, []);
+  });
+
+  it('a quiet store (one workload in flight, nothing on its way to the thread) commits its terminal write on the spot', async () => {
+    store.insert(newWorkload('q1'));
+    await store.committed();
+    store.finishAndGet('q1', finished, { name: 'isolate', reason: 'r' });
+    assert.equal(onDisk('q1')?.status, 'completed', 'on disk before any turn passes');
+    store.insert(newWorkload('q2'));
+    store.insert(newWorkload('q3'));
+    await store.committed();
+    store.finishAndGet('q2', finished, { name: 'isolate', reason: 'r' });
+    assert.equal(onDisk('q2')?.status, 'pending', 'with another in flight it goes to the thread');
+    await store.committed();
+    assert.equal(onDisk('q2')?.status, 'completed');
+    store.finishAndGet('q3', finished, { name: 'isolate', reason: 'r' });
+    assert.equal(onDisk('q3')?.status, 'completed', 'the last one in flight, the thread idle: on the spot again');
     assert.deepEqual(errors, []);
   });
 
