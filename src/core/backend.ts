@@ -108,14 +108,26 @@ export class RunAbort {
     return this.controller.signal;
   }
 
-  /** Aborts the run: `onAbort` listeners, then the signal's. Only the first call counts. */
+  /**
+   * Aborts the run: `onAbort` listeners, then the signal's. Only the first call counts. A
+   * listener that throws stops neither the others nor the signal; the first error is thrown
+   * at the end.
+   */
   abort(reason: WorkloadAbort): void {
     if (this.why !== undefined) return;
     this.why = reason;
-    const listeners = this.listeners;
+    const listeners = this.listeners ?? [];
     this.listeners = undefined;
-    if (listeners !== undefined) for (const fn of listeners) fn();
+    const errors: unknown[] = [];
+    for (const fn of listeners) {
+      try {
+        fn();
+      } catch (error) {
+        errors.push(error);
+      }
+    }
     this.controller?.abort(reason);
+    if (errors.length > 0) throw errors[0];
   }
 
   /** Calls `fn` once when the run is aborted, at once if it already is; returns a function that removes it. */

@@ -15,6 +15,7 @@
  * before it. What is queued is written before the process exits (and by `flushSync`); a SIGKILL
  * loses at most the last BATCH_MS of info lines.
  */
+import fs from 'node:fs';
 import { pino } from 'pino';
 
 type Sink = ReturnType<typeof pino.destination>;
@@ -31,8 +32,28 @@ function flushAllAtExit(dest: BatchedLogDestination): void {
   if (exitHook) return;
   exitHook = true;
   process.on('exit', () => {
-    for (const ref of live) ref.deref()?.flushSync();
+    for (const ref of live) {
+      try {
+        ref.deref()?.flushSync();
+      } catch {
+        // this destination's fd is gone; the others still get written
+      }
+    }
   });
+}
+
+/** Writes all of `data` to `fd`, blocking; retries a full non-blocking pipe for up to ≈ 1 s. */
+function writeAllSync(fd: number, data: Buffer): void {
+  let off = 0;
+  for (let tries = 0; off < data.length && tries < 1000; ) {
+    try {
+      off += fs.writeSync(fd, data, off);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EAGAIN') return;
+      tries++;
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1);
+    }
+  }
 }
 
 export class BatchedLogDestination {
@@ -42,9 +63,12 @@ export class BatchedLogDestination {
   /** A warning or error waits in `lines`: they leave at the end of this turn. */
   private urgent = false;
 
-  /** `sink`: pino's asynchronous destination the lines go to (stdout unless given). */
-  constructor(sink: Sink = pino.destination({ dest: 1, sync: false })) {
-    this.sink = sink;
+  /**
+   * `fd`: where the lines go (stdout unless given). `sync`: the sink below writes each batch
+   * synchronously (tests); the server's is asynchronous.
+   */
+  constructor(private readonly fd = 1, sync = false) {
+    this.sink = pino.destination({ dest: fd, sync });
     // pino's destination flushes itself at exit; what is still here must follow it.
     flushAllAtExit(this);
   }
@@ -77,13 +101,21 @@ export class BatchedLogDestination {
     this.sink.flush(cb);
   }
 
-  /** Writes everything queued, blocking. */
+  /**
+   * Writes everything queued, blocking: what the sink holds first, then the lines here, with
+   * `fs.writeSync` (handing them to the sink would start an asynchronous write when it is idle).
+   */
   flushSync(): void {
-    this.drain();
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    this.urgent = false;
+    const text = this.lines.join('');
+    this.lines = [];
     try {
       this.sink.flushSync();
     } catch {
-      // not open yet, or already closed: nothing more can be written
+      // not open yet, or already closed: its fd is still tried below
     }
+    if (text !== '') writeAllSync(this.fd, Buffer.from(text));
   }
 }

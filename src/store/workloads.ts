@@ -412,13 +412,10 @@ export class WorkloadStore {
       if (this.recent.has(id)) return null;
       return this.tx.run(() => this.stmts.finish.run(params)).changes === 1 ? this.get(id) : null;
     }
-    // The only workload in flight, with nothing on its way to the write thread (a quiet server):
-    // its terminal write runs here and commits now. Its reply then waits for no thread to wake
-    // and answer, two cross-core wake-ups on its path; under load the thread takes them all.
-    const here = this.writer === null || (this.active.size === 0 && this.writer.idle);
-    if (!here) this.writer?.push({ k: 'finish', p: params });
-    else if (this.tx.run(() => this.stmts.finish.run(params)).changes !== 1) return null;
-    else if (this.writer !== null) this.tx.commit();
+    let thread = this.writer !== null;
+    if (thread && this.quietWrite(params) === 'written') thread = false;
+    if (thread) this.writer?.push({ k: 'finish', p: params });
+    else if (this.writer === null && this.tx.run(() => this.stmts.finish.run(params)).changes !== 1) return null;
     const done: Row = {
       ...row,
       status: f.status,
@@ -438,8 +435,26 @@ export class WorkloadStore {
       isolation_used: row.isolation_used ?? params.isolationUsed,
       isolation_reason: row.isolation_reason ?? params.isolationReason,
     };
-    if (!here) this.remember(id, done);
+    if (thread) this.remember(id, done);
     return toRecord(done);
+  }
+
+  /**
+   * The terminal write of the only workload in flight, when nothing is on its way to the write
+   * thread (a quiet server): one statement on the main connection, committed when it returns.
+   * Its reply then waits for no thread to wake and answer, two cross-core wake-ups on its path;
+   * under load the thread takes every write. Anything but a clean commit (another transaction
+   * open here, SQLITE_BUSY, an I/O error) leaves the write to the thread, which replays what it
+   * cannot commit.
+   */
+  private quietWrite(params: ReturnType<typeof finishParams>): 'written' | 'thread' {
+    if (this.writer === null || this.active.size !== 0 || !this.writer.idle || this.db.inTransaction) return 'thread';
+    try {
+      this.stmts.finish.run(params);
+      return 'written';
+    } catch {
+      return 'thread';
+    }
   }
 
   /** Keeps an ended workload's row until its terminal write is committed, for `get` and `logs`. */

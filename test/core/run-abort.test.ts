@@ -1,7 +1,7 @@
 /**
  * RunAbort (src/core/backend.ts), the cancellation a backend's run gets: listeners fire once,
- * in order, and a removed one not at all; the AbortSignal made on demand follows the run,
- * before or after it is aborted; `after` times out.
+ * in order, and a removed one not at all, a throwing one stops nothing; the AbortSignal made on
+ * demand follows the run, before or after it is aborted; `after` times out.
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
@@ -36,6 +36,19 @@ describe('RunAbort', () => {
     assert.equal(called, 1);
     assert.equal(abort.signal.aborted, true);
     assert.equal((abort.signal.reason as WorkloadAbort).kind, 'killed');
+  });
+
+  it('a listener that throws stops neither the others nor the signal; abort() throws its error after', () => {
+    const abort = new RunAbort();
+    const signal = abort.signal;
+    let later = false;
+    abort.onAbort(() => {
+      throw new Error('listener broke');
+    });
+    abort.onAbort(() => (later = true));
+    assert.throws(() => abort.abort(new WorkloadAbort('killed')), /listener broke/);
+    assert.equal(later, true);
+    assert.equal(signal.aborted, true);
   });
 
   it('after(ms) aborts with a timeout', async () => {

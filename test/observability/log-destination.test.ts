@@ -11,7 +11,6 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { pino } from 'pino';
 import { BatchedLogDestination } from '../../src/server/log-destination.js';
 import { tempDir, testConfig } from '../helpers/context.js';
 
@@ -82,7 +81,7 @@ process.exit(0);
     const file = path.join(dir, 'log');
     const fd = fs.openSync(file, 'w');
     // A synchronous sink: what the destination hands over is in the file at once.
-    const dest = new BatchedLogDestination(pino.destination({ dest: fd, sync: true }));
+    const dest = new BatchedLogDestination(fd, true);
     const written = () => fs.readFileSync(file, 'utf8');
     try {
       dest.write('{"level":30,"msg":"a"}\n');
