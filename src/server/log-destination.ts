@@ -84,15 +84,20 @@ export class BatchedLogDestination {
     return true;
   }
 
-  /** Hands the queued lines to the sink now. */
-  private readonly drain = (): void => {
+  /** Takes the queued lines, joined, and forgets the drains scheduled for them. */
+  private take(): string {
     clearTimeout(this.timer);
     this.timer = undefined;
     this.urgent = false;
-    if (this.lines.length === 0) return;
     const text = this.lines.join('');
     this.lines = [];
-    this.sink.write(text);
+    return text;
+  }
+
+  /** Hands the queued lines to the sink now. */
+  private readonly drain = (): void => {
+    const text = this.take();
+    if (text !== '') this.sink.write(text);
   };
 
   /** pino's `logger.flush(cb)`. */
@@ -106,11 +111,7 @@ export class BatchedLogDestination {
    * `fs.writeSync` (handing them to the sink would start an asynchronous write when it is idle).
    */
   flushSync(): void {
-    clearTimeout(this.timer);
-    this.timer = undefined;
-    this.urgent = false;
-    const text = this.lines.join('');
-    this.lines = [];
+    const text = this.take();
     try {
       this.sink.flushSync();
     } catch {

@@ -412,10 +412,14 @@ export class WorkloadStore {
       if (this.recent.has(id)) return null;
       return this.tx.run(() => this.stmts.finish.run(params)).changes === 1 ? this.get(id) : null;
     }
-    let thread = this.writer !== null;
-    if (thread && this.quietWrite(params) === 'written') thread = false;
-    if (thread) this.writer?.push({ k: 'finish', p: params });
-    else if (this.writer === null && this.tx.run(() => this.stmts.finish.run(params)).changes !== 1) return null;
+    const writer = this.writer;
+    let onThread = false;
+    if (writer === null) {
+      if (this.tx.run(() => this.stmts.finish.run(params)).changes !== 1) return null;
+    } else if (!this.wroteQuietly(writer, params)) {
+      writer.push({ k: 'finish', p: params });
+      onThread = true;
+    }
     const done: Row = {
       ...row,
       status: f.status,
@@ -435,7 +439,7 @@ export class WorkloadStore {
       isolation_used: row.isolation_used ?? params.isolationUsed,
       isolation_reason: row.isolation_reason ?? params.isolationReason,
     };
-    if (thread) this.remember(id, done);
+    if (onThread) this.remember(id, done);
     return toRecord(done);
   }
 
@@ -447,13 +451,13 @@ export class WorkloadStore {
    * open here, SQLITE_BUSY, an I/O error) leaves the write to the thread, which replays what it
    * cannot commit.
    */
-  private quietWrite(params: ReturnType<typeof finishParams>): 'written' | 'thread' {
-    if (this.writer === null || this.active.size !== 0 || !this.writer.idle || this.db.inTransaction) return 'thread';
+  private wroteQuietly(writer: WriteThread, params: ReturnType<typeof finishParams>): boolean {
+    if (this.active.size !== 0 || !writer.idle || this.db.inTransaction) return false;
     try {
       this.stmts.finish.run(params);
-      return 'written';
+      return true;
     } catch {
-      return 'thread';
+      return false;
     }
   }
 

@@ -12,6 +12,11 @@ import type { RunAbort, RunIO } from '../../core/backend.js';
 import { createFrameDecoder, encodeFrame, type FromHost, type HostJob, type HostResult } from './protocol.js';
 import { HOST_DIR_IN_SANDBOX } from './host-files.js';
 
+/** The code a run ended by its RunAbort gets: `timeout`, or `killed` for a kill or a shutdown. */
+export function abortCode(abort: RunAbort): 'timeout' | 'killed' {
+  return abort.reason?.kind === 'timeout' ? 'timeout' : 'killed';
+}
+
 /** Everything needed to start one host. */
 export interface HostSpawnOptions {
   readonly installDir: string;
@@ -181,7 +186,7 @@ class HostHandle {
     return new Promise<HostResult>((resolve) => {
       let killTimer: NodeJS.Timeout | undefined;
       const onAbort = () => {
-        this.send({ t: 'cancel', id, code: abort.reason?.kind === 'timeout' ? 'timeout' : 'killed' });
+        this.send({ t: 'cancel', id, code: abortCode(abort) });
         // A host that cannot confirm a cancel in time is stuck; killing it frees its jobs.
         killTimer = setTimeout(() => this.kill(), CANCEL_GRACE_MS);
       };

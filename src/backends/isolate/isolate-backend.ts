@@ -14,7 +14,7 @@ import { BWRAP_PATH, cgexecPathFor } from '../../host/bwrap.js';
 import { cgroupSupport } from '../../host/cgroups.js';
 import type { BackendFactory } from '../registry.js';
 import { stageHostFiles } from './host-files.js';
-import { HostPool, type HostPoolOptions } from './host-pool.js';
+import { abortCode, HostPool, type HostPoolOptions } from './host-pool.js';
 import type { HostJob } from './protocol.js';
 import { CodePreparer, isNodeBuiltin } from './source.js';
 import { sha256 } from '../../core/hash.js';
@@ -28,10 +28,6 @@ export interface IsolateBackendOptions {
   readonly hosts?: number;
   /** Memory cap of each host process (its cgroup), in MiB. Default: a quarter of RAM, 512–4096. */
   readonly hostMemMB?: number;
-}
-
-function abortCode(abort: RunAbort): 'timeout' | 'killed' {
-  return abort.reason?.kind === 'timeout' ? 'timeout' : 'killed';
 }
 
 /**
